@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+
+from trainables.engine import (
+    ImageSet, TeacherCache, TrainingDiverged, batches, evaluate, flip_batch, steps_per_epoch,
+    train_student, train_teacher,
+)
+from trainables.hparams import HParams
+from trainables.models import create_model
+
+
+def toy_set(n: int, size: int = 32, seed: int = 0) -> ImageSet:
+    """Fakes carry a bright square: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 2
+    images[labels == 1, :, 8:20, 8:20] = 250
+    return ImageSet(images, labels, [f"v{i // 2}" for i in range(n)])
+
+
+def test_batches_cover_every_image_each_pass():
+    g = torch.Generator().manual_seed(0)
+    seen = torch.cat(list(batches(10, 4, 5, g)))  # 20 indices = two full passes
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+
+
+def test_steps_per_epoch_respects_min_steps():
+    assert steps_per_epoch(100, HParams(batch_size=24, epochs=10)) == 5
+    assert steps_per_epoch(10, HParams(batch_size=24, epochs=10)) == 1  # batch clamps to 10
+    assert steps_per_epoch(10, HParams(batch_size=10, epochs=10, min_steps=60)) == 6
+
+
+def test_flip_batch_flips_only_marked_rows():
+    x = torch.arange(2 * 1 * 1 * 3, dtype=torch.uint8).view(2, 1, 1, 3)
+    out = flip_batch(x, torch.tensor([True, False]))
+    assert out[0, 0, 0].tolist() == [2, 1, 0] and out[1, 0, 0].tolist() == [3, 4, 5]
+
+
+def test_teacher_then_ckd_student_end_to_end():
+    train, val = toy_set(64), toy_set(32, seed=1)
+    teacher = create_model("test_resnet")
+    hp_t = HParams(epochs=4, batch_size=16, lr=3e-3, seed=0)
+    train_teacher(teacher, train, val, hp_t)
+    t_metrics = evaluate(teacher, val)
+    assert t_metrics["acc"] > 0.8, t_metrics
+
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    history = []
+    student = create_model("test_efficientnet")
+    hp = HParams(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=0)
+    subset = ImageSet(train.images[:16], train.labels[:16])
+    result = train_student(student, [teacher], subset, val, hp, on_epoch=lambda e, m, s: history.append(m))
+    assert len(history) == 3 and all(math.isfinite(m["train_loss"]) for m in history)
+    assert "train_distill" in history[0] and "val_auc" in history[0]
+    # the teacher is frozen: not a single weight moved
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    assert result.images_seen == 3 * 16
+
+
+def test_teacher_cache_holds_flipped_outputs():
+    data = toy_set(6)
+    teacher = create_model("test_resnet").eval()
+    cache = TeacherCache.compute(teacher, data.images, torch.device("cpu"), HParams(flip=True))
+    assert cache.logits.shape == (2, 6, 2)
+    out = cache.lookup(torch.tensor([3]), torch.tensor([True]))
+    from trainables.engine import to_input
+    with torch.no_grad():
+        _, expected = teacher(to_input(data.images[3:4].flip(-1), torch.device("cpu")))
+    assert torch.allclose(out.logits, expected, atol=1e-5)
+
+
+def test_resume_gives_the_same_model_as_an_undisturbed_run():
+    train = toy_set(24)
+    hp = HParams(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=3)
+    torch.manual_seed(0)
+    teacher = create_model("test_resnet").eval()
+    torch.manual_seed(1)
+    undisturbed = create_model("test_resnet")
+    saved = {}
+
+    def grab(epoch, metrics, state):
+        if epoch == 0:
+            saved.update(state())
+    train_student(undisturbed, [teacher], train, None, hp, on_epoch=grab)
+
+    resumed = create_model("test_resnet")  # other initial weights: the state must replace them
+    torch.manual_seed(123)  # and another process RNG state must not matter either
+    train_student(resumed, [teacher], train, None, hp, resume=saved)
+    for k, v in undisturbed.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_diverging_loss_raises_with_the_reason():
+    train = toy_set(8)
+    model = create_model("test_resnet")
+    with pytest.raises(TrainingDiverged, match="loss is"):
+        train_student(model, [], train, None, HParams(epochs=2, batch_size=4, lr=1e12, optimizer="sgd"))

@@ -1,0 +1,1 @@
+"""Everything that trains and evaluates one model; usable without Ray, Optuna or MLflow."""

@@ -1,0 +1,314 @@
+"""The plain PyTorch loop: train a teacher, distil a student, evaluate. No Ray, no MLflow.
+
+Images arrive as uint8 tensors (N, 3, S, S) held in memory; the only augmentation is a
+horizontal flip, so every teacher's outputs on the student subset are computed once per
+(image, flip) and reused by every step (`TeacherCache`): a distillation step costs about
+what a vanilla step costs. Runs are repeatable on the CPU for a seed, also across a
+resume from an epoch checkpoint (RNG states are part of the state).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainables.hparams import HParams
+from trainables.losses import LossContext, Outputs, build_loss
+from trainables.metrics import compute_metrics
+from trainables.models import Detector
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial fails with this reason."""
+
+
+@dataclass
+class ImageSet:
+    images: Tensor  # (N, 3, S, S) uint8
+    labels: Tensor  # (N,) long, 0 = real, 1 = fake
+    videos: Sequence[str] | None = None
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, 3, S, S), got {self.images.dtype} {tuple(self.images.shape)}")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TrainResult:
+    model: Detector
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.seconds if self.seconds else math.nan
+
+
+# on_epoch(epoch, metrics, state) is called after each epoch; `state()` returns the full
+# resumable state (model, optimiser, scheduler, loss buffers, RNGs) for a checkpoint.
+EpochCallback = Callable[[int, dict, Callable[[], dict]], None]
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_device(device: torch.device) -> None:
+    """GPU-only speed settings; nothing happens on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, hp: HParams):
+    """bf16 autocast on CUDA when `hp.amp`; a no-op context elsewhere."""
+    if device.type == "cuda" and hp.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device, hp: HParams) -> torch.memory_format:
+    if device.type == "cuda" and hp.channels_last:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def to_input(images: Tensor, device: torch.device, fmt: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """uint8 (B, 3, S, S) -> normalised float on `device`."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=fmt)
+
+
+def flip_batch(images: Tensor, flips: Tensor) -> Tensor:
+    """Horizontally flip the rows where `flips` is True."""
+    if not bool(flips.any()):
+        return images
+    out = images.clone()
+    out[flips] = images[flips].flip(-1)
+    return out
+
+
+class TeacherCache:
+    """Frozen teachers' outputs on the fixed student subset, once per (image, flip)."""
+
+    def __init__(self, logits: Tensor, features: Tensor):
+        self.logits = logits  # (F, M, C), F = 1 or 2 flips
+        self.features = features  # (F, M, D)
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, teacher: Detector, images: Tensor, device: torch.device, hp: HParams,
+                batch_size: int = 128) -> "TeacherCache":
+        teacher.eval()
+        fmt = memory_format(device, hp)
+        logits, feats = [], []
+        for flipped in ((False, True) if hp.flip else (False,)):
+            lo, fe = [], []
+            for start in range(0, len(images), batch_size):
+                x = images[start:start + batch_size]
+                x = x.flip(-1) if flipped else x
+                with autocast(device, hp):
+                    z, out = teacher(to_input(x, device, fmt))
+                lo.append(out.float())
+                fe.append(z.float())
+            logits.append(torch.cat(lo))
+            feats.append(torch.cat(fe))
+        return cls(torch.stack(logits), torch.stack(feats))
+
+    def lookup(self, index: Tensor, flips: Tensor) -> Outputs:
+        f = flips.long() if self.logits.shape[0] > 1 else torch.zeros_like(index)
+        return Outputs(logits=self.logits[f, index], features=self.features[f, index])
+
+
+def batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """`steps` index batches walking through fresh random permutations of range(n)."""
+    batch_size = min(batch_size, n)
+    pool = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        while len(pool) < batch_size:
+            pool = torch.cat([pool, torch.randperm(n, generator=generator)])
+        yield pool[:batch_size]
+        pool = pool[batch_size:]
+
+
+def steps_per_epoch(n: int, hp: HParams) -> int:
+    per_epoch = math.ceil(n / min(hp.batch_size, n))
+    return max(per_epoch, math.ceil(hp.min_steps / hp.epochs))
+
+
+def make_optimizer(params, hp: HParams) -> torch.optim.Optimizer:
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay, nesterov=True)
+    cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, hp: HParams, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if hp.schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def predict(model: Detector, data: ImageSet, device: torch.device | str = "auto",
+            hp: HParams | None = None, batch_size: int = 128) -> np.ndarray:
+    """Fake probability of every image."""
+    device = pick_device(device)
+    hp = hp or HParams()
+    fmt = memory_format(device, hp)
+    was_training = model.training
+    model.eval()
+    probs = []
+    for start in range(0, len(data), batch_size):
+        with autocast(device, hp):
+            _, logits = model(to_input(data.images[start:start + batch_size], device, fmt))
+        probs.append(F.softmax(logits.float(), dim=1)[:, 1].cpu())
+    model.train(was_training)
+    return torch.cat(probs).numpy() if probs else np.zeros(0)
+
+
+def evaluate(model: Detector, data: ImageSet, device: torch.device | str = "auto",
+             hp: HParams | None = None) -> dict[str, float]:
+    """ACC/AUC/EER/AP (and video-level ones when video ids are known)."""
+    probs = predict(model, data, device, hp)
+    return compute_metrics(data.labels.numpy(), probs, data.videos)
+
+
+def train_teacher(model: Detector, train: ImageSet, val: ImageSet | None, hp: HParams, *,
+                  device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
+                  resume: dict | None = None) -> TrainResult:
+    """Train a teacher (vanilla cross-entropy) on the full training split."""
+    return train_student(model, [], train, val, hp.replace(method="vt"), device=device,
+                         on_epoch=on_epoch, resume=resume)
+
+
+def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet,
+                  val: ImageSet | None, hp: HParams, *, device: str | torch.device = "auto",
+                  on_epoch: EpochCallback | None = None, resume: dict | None = None,
+                  teacher_caches: Sequence[TeacherCache] | None = None) -> TrainResult:
+    """Train `model` on `train` with `hp.method`'s loss; teachers stay frozen.
+
+    `resume` is a state returned by the callback's `state()`: training continues after
+    its epoch with the same RNG streams, so the result equals an undisturbed run's.
+    """
+    device = pick_device(device)
+    configure_device(device)
+    set_seed(hp.seed)
+    fmt = memory_format(device, hp)
+    model.to(device).to(memory_format=fmt).train()
+    loss_fn = build_loss(hp, LossContext(
+        student_dim=model.feature_dim,
+        teacher_dims=tuple(t.feature_dim for t in teachers) if hp.method != "vt" else (),
+        train_labels=train.labels,
+    )).to(device)
+    caches: list[TeacherCache] = []
+    if loss_fn.needs_teachers:
+        if teacher_caches is not None:
+            caches = list(teacher_caches)
+        else:
+            for t in teachers:
+                t.to(device).to(memory_format=fmt).eval().requires_grad_(False)
+                caches.append(TeacherCache.compute(t, train.images, device, hp))
+        caches = [TeacherCache(c.logits.to(device), c.features.to(device)) for c in caches]
+
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = make_optimizer(params, hp)
+    per_epoch = steps_per_epoch(len(train), hp)
+    sched = make_scheduler(opt, hp, per_epoch * hp.epochs, per_epoch * hp.warmup_epochs)
+    gen = torch.Generator().manual_seed(hp.seed)
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        loss_fn.load_state_dict(resume["loss"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        start_epoch = int(resume["epoch"]) + 1
+
+    labels_dev = train.labels.to(device)
+    result = TrainResult(model)
+    for epoch in range(start_epoch, hp.epochs):
+        t0 = time.perf_counter()
+        total, parts_sum, seen = 0.0, {}, 0
+        for idx in batches(len(train), hp.batch_size, per_epoch, gen):
+            flips = (torch.rand(len(idx), generator=gen) < 0.5) if hp.flip else torch.zeros(len(idx), dtype=torch.bool)
+            x = to_input(flip_batch(train.images[idx], flips), device, fmt)
+            idx_dev = idx.to(device)
+            with autocast(device, hp):
+                z, logits = model(x)
+            student = Outputs(logits=logits.float(), features=z.float())
+            teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
+            loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
+                    f"lower lr ({hp.lr}) or raise tau ({hp.tau})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+            seen += len(idx)
+        result.seconds += time.perf_counter() - t0
+        result.images_seen += seen
+        metrics = {"epoch": epoch, "train_loss": total / seen, "lr": sched.get_last_lr()[0]}
+        metrics.update({f"train_{k}": v / seen for k, v in parts_sum.items()})
+        if val is not None and len(val):
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
+            model.train()
+        result.history.append(metrics)
+        if on_epoch is not None:
+            def state(epoch=epoch) -> dict:
+                """A deep copy: later steps must not change a saved state."""
+                return copy.deepcopy({
+                    "epoch": epoch,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "loss": {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                })
+            on_epoch(epoch, metrics, state)
+    model.eval()
+    return result

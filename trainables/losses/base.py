@@ -1,0 +1,58 @@
+"""The shared inputs of every loss: one model's outputs, the training context, and
+the base class of a distillation term (one term per teacher).
+
+Every loss takes the same inputs (STYLE.md rule 2), so the training loop never
+asks which method it runs: `StudentLoss` (ensemble.py) adds the task loss and
+sums one `DistillTerm` per teacher.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from trainables.hparams import HParams
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One model's outputs on a batch."""
+
+    logits: Tensor  # (B, C), C = 2
+    features: Tensor  # (B, D) pooled penultimate features (timm forward_head(pre_logits=True))
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a loss needs to know about the run before the first batch."""
+
+    student_dim: int
+    teacher_dims: tuple[int, ...]  # one per teacher; empty for vt
+    train_labels: Tensor  # (M,) long: label of every training image, by dataset index 0..M-1
+
+    @property
+    def num_data(self) -> int:
+        """M, the number of images in the student's training subset."""
+        return int(self.train_labels.shape[0])
+
+
+class DistillTerm(nn.Module):
+    """The distillation term for ONE teacher; subclasses register with `@register_loss`.
+
+    Projection heads and memory banks live in the term, so each teacher of an
+    ensemble gets its own and the optimiser finds them in `parameters()`.
+    """
+
+    name: ClassVar[str] = ""  # set by register_loss
+    needs_teachers: ClassVar[bool] = True  # False only for vt (no distillation term)
+
+    def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
+        super().__init__()
+        self.hp = hp
+        self.student_dim = student_dim
+        self.teacher_dim = teacher_dim
+
+    def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
+        """Scalar distillation loss of `student` against this term's teacher."""
+        raise NotImplementedError

@@ -1,0 +1,193 @@
+"""Contrastive KD (CKD): Li, Zhuo, Wang & Dong, "Contrastive Knowledge Transfer for
+Deepfake Detection with Limited Data", Eq. 7-9, after CRD (Tian, Krishnan & Isola,
+"Contrastive Representation Distillation", ICLR 2020).
+
+    g^T, g^S: Linear(dim, embed_dim) then L2 norm, on pooled penultimate features.
+    h(t, s) = P / (P + K/M),  P = exp(g^T(z_t) . g^S(z_s) / tau) / Z          (Eq. 7)
+    L = -( sum_b log h(t_b, s_b) + sum_{b,k} log(1 - h(t_b, s_bk)) ) / B       (Eq. 8)
+
+Positive pair: teacher and student on the same image. Negatives: K student
+embeddings read (detached) from a memory bank indexed by dataset position,
+drawn from images of the opposite class (paper) or any other image (CRD);
+the bank is refreshed with momentum after the loss is computed.
+log h and log(1 - h) are computed in log space (logaddexp): with
+x = a.b/tau - log Z and c = log(K/M), log h = x - logaddexp(x, c) and
+log(1 - h) = c - logaddexp(x, c), finite for any tau in [0.01, 1].
+
+Z (hp.z_mode): "none" -> Z = 1 (Eq. 7 read literally); "first_batch" -> fixed on
+the first training batch at mean(exp(x)) * M, CRD's choice; "running" -> the
+running mean of that estimate (momentum 0.9), kept in log space. Z lives in a
+buffer, so it is checkpointed with the banks.
+
+hp.symmetric adds CRD's second term: student anchor g^S(z_s) against a bank of
+teacher embeddings g^T(z_t), with the same negative indices and its own Z, so
+the student also gets gradient from negatives.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainables.errors import ConfigError
+from trainables.hparams import HParams
+from trainables.losses.base import DistillTerm, LossContext, Outputs
+from trainables.losses.registry import register_loss
+
+RUNNING_Z_MOMENTUM = 0.9
+
+
+def nce_scores(anchor: Tensor, positive: Tensor, negatives: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """Similarities over tau: (B,) for the positive pairs, (B, K) for the negatives."""
+    x_pos = (anchor * positive).sum(-1) / tau  # (B,)
+    x_neg = torch.einsum("bd,bkd->bk", anchor, negatives) / tau  # (B, K)
+    return x_pos, x_neg
+
+
+def contrastive_nce_loss(
+    t: Tensor, s_pos: Tensor, s_neg: Tensor, tau: float, num_data: int, log_z: float | Tensor = 0.0
+) -> Tensor:
+    """Eq. 7-8 in log space: -(1/B) sum_b [log h(t_b, s_pos_b) + sum_k log(1 - h(t_b, s_neg_bk))].
+
+    `t`, `s_pos`: (B, d) L2-normalised embeddings; `s_neg`: (B, K, d); `num_data` = M.
+    """
+    t, s_pos, s_neg = t.float(), s_pos.float(), s_neg.float()
+    x_pos, x_neg = nce_scores(t, s_pos, s_neg, tau)
+    x_pos, x_neg = x_pos - log_z, x_neg - log_z
+    c = x_pos.new_tensor(math.log(s_neg.shape[1] / num_data))  # log(K/M)
+    log_h_pos = x_pos - torch.logaddexp(x_pos, c)  # (B,)
+    log_not_h_neg = c - torch.logaddexp(x_neg, c)  # (B, K)
+    return -(log_h_pos.sum() + log_not_h_neg.sum()) / t.shape[0]
+
+
+def log_z_estimate(x_pos: Tensor, x_neg: Tensor, num_data: int) -> Tensor:
+    """log(mean(exp(x)) * M) over every positive and negative score of the batch (CRD's Z)."""
+    x = torch.cat([x_pos.reshape(-1), x_neg.reshape(-1)])
+    return torch.logsumexp(x, dim=0) - math.log(x.numel()) + math.log(num_data)
+
+
+class MemoryBank(nn.Module):
+    """Embeddings by dataset index (random unit rows at start) and the Z of the term
+    that draws its negatives from this bank."""
+
+    def __init__(self, num_data: int, dim: int):
+        super().__init__()
+        # random init: an all-zero bank makes every negative score 0 and breaks the loss
+        self.register_buffer("bank", F.normalize(torch.randn(num_data, dim), dim=1))  # (M, d)
+        self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("z_set", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def push(self, index: Tensor, v: Tensor, momentum: float) -> None:
+        """mem[i] = normalize(m * mem[i] + (1 - m) * v) for the batch's rows."""
+        mixed = momentum * self.bank[index] + (1.0 - momentum) * v.detach().to(self.bank.dtype)
+        self.bank.index_copy_(0, index, F.normalize(mixed, dim=1))
+
+    @torch.no_grad()
+    def normaliser(
+        self, x_pos: Tensor, x_neg: Tensor, num_data: int, z_mode: str, update: bool
+    ) -> Tensor | float:
+        """log Z for this batch; in training mode, fixes or updates the stored value."""
+        if z_mode == "none":
+            return 0.0
+        estimate = log_z_estimate(x_pos, x_neg, num_data)
+        if not update:  # eval: the stored Z, or this batch's estimate before the first step
+            return torch.where(self.z_set, self.log_z, estimate)
+        if z_mode == "first_batch":
+            new = torch.where(self.z_set, self.log_z, estimate)
+        elif z_mode == "running":
+            m = RUNNING_Z_MOMENTUM  # running mean of Z, in log space
+            ema = torch.logaddexp(self.log_z + math.log(m), estimate + math.log(1.0 - m))
+            new = torch.where(self.z_set, ema, estimate)
+        else:
+            raise ConfigError(f"z_mode={z_mode!r} is not one of ['first_batch', 'none', 'running']")
+        self.log_z.copy_(new)
+        self.z_set.fill_(True)
+        return new
+
+
+@register_loss("ckd")
+class CKD(DistillTerm):
+    """Contrastive KD for one teacher: its projection heads, student bank (and teacher bank if symmetric)."""
+
+    def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
+        super().__init__(hp, student_dim, teacher_dim, ctx)
+        self.num_data = ctx.num_data
+        self.embed_t = nn.Linear(teacher_dim, hp.embed_dim)  # g^T
+        self.embed_s = nn.Linear(student_dim, hp.embed_dim)  # g^S
+        self.student_bank = MemoryBank(self.num_data, hp.embed_dim)
+        self.teacher_bank = MemoryBank(self.num_data, hp.embed_dim) if hp.symmetric else None
+        self._pool_names: dict[int, str] = {}
+        if hp.negatives == "opposite_class":
+            self._build_pools(ctx.train_labels)
+        elif self.num_data < 2:
+            raise ConfigError(f"negatives='instance' needs at least 2 training images, got {self.num_data}")
+
+    def _build_pools(self, train_labels: Tensor) -> None:
+        """One index tensor per class: the dataset indices an anchor of that class may draw."""
+        train_labels = train_labels.long().cpu()
+        present = sorted(int(y) for y in torch.unique(train_labels))
+        for y in present:
+            pool = torch.nonzero(train_labels != y).squeeze(1)
+            if pool.numel() == 0:
+                raise ConfigError(
+                    f"negatives='opposite_class': all {self.num_data} training images have label {y} "
+                    f"(class {y}), so anchors of class {y} have no opposite-class image to draw "
+                    "negatives from; train on a subset with both classes or set negatives='instance'"
+                )
+            name = f"pool_{y}"
+            self.register_buffer(name, pool, persistent=False)
+            self._pool_names[y] = name
+
+    def sample_negatives(self, labels: Tensor, index: Tensor) -> Tensor:
+        """(B, K) dataset indices of negatives: without replacement when enough exist, else with."""
+        k = self.hp.k
+        if self.hp.negatives == "instance":
+            others = self.num_data - 1  # any index but the anchor's own
+            j = _draw(others, index.shape[0], k, index.device)  # (B, K) in [0, M-1)
+            return j + (j >= index.unsqueeze(1)).long()  # skip the anchor's index
+        out = torch.empty(index.shape[0], k, dtype=torch.long, device=index.device)
+        filled = 0
+        for y, name in self._pool_names.items():
+            rows = torch.nonzero(labels == y).squeeze(1)
+            if rows.numel() == 0:
+                continue
+            pool = getattr(self, name)
+            out[rows] = pool[_draw(pool.numel(), rows.numel(), k, pool.device)]
+            filled += rows.numel()
+        if filled != index.shape[0]:
+            raise ValueError(
+                f"batch labels {sorted(set(labels.tolist()))} include a class absent from the "
+                f"training labels {sorted(self._pool_names)}"
+            )
+        return out
+
+    def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
+        with torch.autocast(device_type=student.features.device.type, enabled=False):
+            v_t = F.normalize(self.embed_t(teacher.features.detach().float()), dim=1)  # (B, E)
+            v_s = F.normalize(self.embed_s(student.features.float()), dim=1)  # (B, E)
+            neg_idx = self.sample_negatives(labels, index)  # (B, K)
+            loss = self._contrast(self.student_bank, v_t, v_s, neg_idx)
+            if self.teacher_bank is not None:
+                loss = loss + self._contrast(self.teacher_bank, v_s, v_t, neg_idx)
+            if self.training:  # refresh the banks after scoring
+                self.student_bank.push(index, v_s, self.hp.momentum)
+                if self.teacher_bank is not None:
+                    self.teacher_bank.push(index, v_t, self.hp.momentum)
+        return loss
+
+    def _contrast(self, bank: MemoryBank, anchor: Tensor, positive: Tensor, neg_idx: Tensor) -> Tensor:
+        negatives = bank.bank[neg_idx]  # (B, K, E), a detached copy
+        with torch.no_grad():
+            x_pos, x_neg = nce_scores(anchor, positive, negatives, self.hp.tau)
+        log_z = bank.normaliser(x_pos, x_neg, self.num_data, self.hp.z_mode, update=self.training)
+        return contrastive_nce_loss(anchor, positive, negatives, self.hp.tau, self.num_data, log_z)
+
+
+def _draw(population: int, rows: int, k: int, device: torch.device) -> Tensor:
+    """(rows, k) positions in range(population): distinct within a row when population >= k."""
+    if population >= k:
+        return torch.rand(rows, population, device=device).topk(k, dim=1).indices
+    return torch.randint(0, population, (rows, k), device=device)
