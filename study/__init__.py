@@ -1,0 +1,1 @@
+"""The `study` CLI: config, plan, Ray Tune stages and MLflow tracking of a study."""

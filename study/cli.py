@@ -1,0 +1,115 @@
+"""The `study` command line: thin commands over study.config / study.runner / analysis."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from trainables.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def shipped_config(name: str) -> Path:
+    """`quickstart` or `configs/quickstart.yaml` -> the file; a path is returned as it is."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if candidate.is_file():
+        return candidate
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise UserError(f"config {name} does not exist (shipped configs: {shipped})")
+
+
+def fail(exc: UserError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Few-sample knowledge distillation studies for deepfake detectors (Ray Tune + Optuna + MLflow)."""
+
+
+@main.command()
+@click.argument("config", required=False, default="quickstart")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Where MLflow's SQLite DB, Ray storage and generated data go.")
+@click.option("--address", default=None, help="An existing Ray cluster ('auto' on its head, or ray://host:port).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted study without re-running finished trials.")
+@click.option("--stage", type=click.Choice(["teachers", "sweep", "grid", "ablations"]), default=None,
+              help="Run only this stage (earlier stages' results are read from MLflow).")
+@click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once.")
+@click.option("--quiet", is_flag=True, help="Less of Ray Tune's progress output.")
+def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent, quiet: bool) -> None:
+    """Run a study (default: the built-in quickstart on synthetic data)."""
+    from study.config import load_config
+    from study.runner import RunOptions, StudyInterrupted, StudyRunner
+    from study.summary import print_summary
+
+    try:
+        path = shipped_config(config)
+        cfg = load_config(path, workdir)
+        runner = StudyRunner(cfg, RunOptions(workdir=workdir, address=address, resume=resume, stage=stage,
+                                             max_concurrent=max_concurrent, verbose=0 if quiet else 1),
+                             echo=click.echo)
+        summary = runner.run()
+    except UserError as exc:
+        fail(exc)
+    except (StudyInterrupted, KeyboardInterrupt):
+        click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
+                   f"  study run {path} --resume --workdir {workdir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    print_summary(cfg, summary, workdir, click.echo)
+    if summary.errors:
+        click.echo(f"{summary.errors} trial(s) FAILED: their runs in MLflow hold the error "
+                   f"(tag 'error'); rerun them with --resume", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--tracking-uri", default=None, help="Default: sqlite:///<workdir>/mlflow.db")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (only loopback by default).")
+@click.option("--port", default=5000, show_default=True)
+def ui(workdir: Path, tracking_uri, host: str, port: int) -> None:
+    """Open the MLflow UI on a study's tracking store."""
+    import os
+
+    uri = tracking_uri or f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+    argv = ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    click.echo(" ".join(argv))
+    os.execvp(argv[0], argv)  # an argument list, never a shell string
+
+
+@main.group()
+def data() -> None:
+    """Dataset utilities."""
+
+
+@data.command("synth")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--num-images", type=click.IntRange(min=8), default=2000, show_default=True)
+@click.option("--size", type=click.IntRange(min=16), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out: Path, num_images: int, size: int, seed: int) -> None:
+    """Write the synthetic self-blended dataset (folder layout: <split>/real|fake/<video>/<n>.png)."""
+    from trainables.data import read_index
+    from trainables.data.synthetic import generate
+
+    try:
+        generate(out, num_images=num_images, size=size, seed=seed)
+        index = read_index({"kind": "folder", "root": str(out)})
+    except UserError as exc:
+        fail(exc)
+    counts = index.groupby(["split", "label"]).size().unstack(fill_value=0)
+    click.echo(f"wrote {len(index)} images to {out}")
+    click.echo(counts.rename(columns={0: "real", 1: "fake"}).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""A study's YAML config, validated into frozen dataclasses before anything runs.
+
+Every problem is one `ConfigError` naming the file, the key and the value. Relative
+paths resolve against the current directory; `{workdir}` expands to `--workdir`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from search_spaces import SPACE_METHODS, SPACES
+from trainables.errors import ConfigError
+from trainables.hparams import METHODS, HParams
+from trainables.models import resolve_name
+
+READER_KINDS = ("folder", "ffpp", "celebdf", "deepfakebench", "synthetic")
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+PAIR_RE = re.compile(r"^\s*([^-→>]+?)\s*(?:->|→)\s*(\S+)\s*$")
+SECTIONS = {
+    "name", "description", "data", "teachers", "students", "sweep", "grid", "ablations",
+    "resources", "tracking_uri", "storage_path", "max_failures",
+}
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    name: str
+    arch: str
+    hparams: Mapping[str, Any]  # HParams fields (method is always vt)
+    checkpoint: str | None = None  # reuse this file instead of training
+
+
+@dataclass(frozen=True)
+class Pair:
+    teachers: tuple[str, ...]  # teacher names; several = ensemble
+    student: str  # model name
+
+    @property
+    def label(self) -> str:
+        return f"{'+'.join(self.teachers)}->{self.student}"
+
+
+@dataclass(frozen=True)
+class StudentsConfig:
+    pairs: tuple[Pair, ...]
+    methods: tuple[str, ...]
+    volumes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    hparams: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    spaces: Mapping[str, str]  # method -> space name
+    trials: int = 8
+    volumes: tuple[int, ...] = ()
+    seed: int = 0
+    metric: str = "val_auc"
+    scheduler: str = "asha"  # asha | fifo
+    grace_period: int = 2
+    max_eval_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    enabled: bool = True
+    hparams: str = "sweep"  # sweep | paper
+
+
+@dataclass(frozen=True)
+class AblationsConfig:
+    k_values: tuple[int, ...] = ()
+    k_volumes: tuple[int, ...] = ()
+    k_seeds: tuple[int, ...] = (0,)
+    efficiency_volumes: tuple[int, ...] = ()
+    efficiency_students: tuple[str, ...] = ()
+    efficiency_seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    path: str  # the YAML file it came from
+    data: Mapping[str, Any]  # reader spec (read_index), without image_size/sources
+    image_size: int
+    sources: tuple[str, ...]
+    teachers: tuple[TeacherConfig, ...]
+    students: StudentsConfig
+    sweep: SweepConfig
+    grid: GridConfig
+    ablations: AblationsConfig
+    resources: Resources
+    tracking_uri: str
+    storage_path: str
+    max_failures: int = 2
+    description: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def teacher(self, name: str) -> TeacherConfig:
+        return next(t for t in self.teachers if t.name == name)
+
+    def source_specs(self) -> list[tuple[str, dict]]:
+        """(source name, reader spec) per dataset source the tables have a row block for."""
+        kind = self.data["kind"]
+        if kind == "ffpp":
+            return [(s, {**self.data, "methods": [s]}) for s in self.sources]
+        name = {"celebdf": "Celeb-DF", "synthetic": "synthetic"}.get(kind, self.data.get("source", kind))
+        return [(name, dict(self.data))]
+
+    @property
+    def config_hash(self) -> str:
+        return stable_hash(self.raw)
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Reader:
+    """Typed access to one mapping of the YAML, naming `file: key.path` in errors."""
+
+    def __init__(self, file: str, where: str, mapping: Any):
+        self.file, self.where = file, where
+        if not isinstance(mapping, Mapping):
+            raise self.error(where, mapping, "must be a mapping (key: value)")
+        self.mapping = mapping
+
+    def error(self, key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {key}={value!r}: {why}")
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.mapping) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{self.file}: unknown key(s) {[self.key(u) for u in unknown]}; "
+                f"allowed here: {sorted(allowed)}"
+            )
+
+    def get(self, name: str, kind: type | tuple, default: Any = ..., *, positive: bool = False):
+        if name not in self.mapping:
+            if default is ...:
+                raise ConfigError(f"{self.file}: missing key {self.key(name)!r}")
+            return default
+        value = self.mapping[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.error(self.key(name), value, f"must be {' or '.join(k.__name__ for k in kinds)}")
+        if positive and not value > 0:
+            raise self.error(self.key(name), value, "must be > 0")
+        return value
+
+    def ints(self, name: str, default: Any = ..., *, even: bool = False) -> tuple[int, ...]:
+        values = self.get(name, list, default)
+        out = []
+        for i, v in enumerate(values):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (even and (v < 2 or v % 2)):
+                need = "a positive even integer (half real, half fake)" if even else "a non-negative integer"
+                raise self.error(f"{self.key(name)}[{i}]", v, f"must be {need}")
+            out.append(v)
+        return tuple(out)
+
+    def sub(self, name: str, default: Any = ...) -> "_Reader":
+        return _Reader(self.file, self.key(name), self.get(name, dict, default))
+
+
+def _hparams(r: _Reader, name: str, *, method: str | None = None) -> dict:
+    raw = dict(r.get(name, dict, {}))
+    if "method" in raw:
+        raise r.error(f"{r.key(name)}.method", raw["method"], "set methods in students.methods, not here")
+    HParams.from_dict({**raw, **({"method": method} if method else {})}, where=f"{r.file}: {r.key(name)}")
+    return raw
+
+
+def load_config(path: str | Path, workdir: str | Path = "runs") -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML (plain data only, no tags): {exc}") from None
+    return parse_config(raw, str(path), workdir)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that also refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expand(value: str, workdir: Path) -> str:
+    return str(Path(value.replace("{workdir}", str(workdir))).expanduser())
+
+
+def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConfig:
+    workdir = Path(workdir).resolve()
+    top = _Reader(file, "", raw)
+    top.check_keys(SECTIONS)
+    name = top.get("name", str)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise top.error("name", name, "use letters, digits, '_', '.', '-' (it names folders and MLflow experiments)")
+
+    # data
+    d = top.sub("data")
+    kind = d.get("kind", str)
+    if kind not in READER_KINDS:
+        raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
+    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources")}
+    for key in ("root", "json", "split_dir"):
+        if key in data:
+            data[key] = _expand(d.get(key, str), workdir)
+    image_size = d.get("image_size", int, 64, positive=True)
+    sources: tuple[str, ...] = ()
+    if kind == "ffpp":
+        sources = tuple(d.get("sources", list, list(data.get("methods", FFPP_METHODS))))
+        for s in sources:
+            if s not in FFPP_METHODS:
+                raise d.error("data.sources", s, f"must be among {list(FFPP_METHODS)}")
+    elif "sources" in d.mapping:
+        raise d.error("data.sources", d.mapping["sources"], "only the ffpp reader has sources (manipulation methods)")
+    main_path = data.get("json") if kind == "deepfakebench" else data.get("root")
+    if main_path is None:
+        raise ConfigError(f"{file}: missing key 'data.{'json' if kind == 'deepfakebench' else 'root'}'")
+    if kind != "synthetic" and not Path(main_path).exists():
+        raise d.error("data.json" if kind == "deepfakebench" else "data.root", main_path,
+                      "does not exist: point it at your dataset (see README, 'Datasets')")
+
+    # teachers
+    teachers = []
+    for i, t in enumerate(top.get("teachers", list, [])):
+        r = _Reader(file, f"teachers[{i}]", t)
+        arch = r.get("arch", str)
+        _model(r, "arch", arch)
+        ckpt = r.get("checkpoint", (str, type(None)), None)
+        if ckpt is not None:
+            ckpt = _expand(ckpt, workdir)
+            if not Path(ckpt).is_file():
+                raise r.error(r.key("checkpoint"), ckpt, "file does not exist")
+        r.check_keys({"name", "arch", "checkpoint", "hparams"})
+        teachers.append(TeacherConfig(r.get("name", str, arch), arch, _hparams(r, "hparams", method="vt"), ckpt))
+    names = [t.name for t in teachers]
+    if len(set(names)) != len(names):
+        raise top.error("teachers", names, "teacher names must be unique (set 'name')")
+
+    # students
+    s = top.sub("students")
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams"})
+    pairs = []
+    for i, p in enumerate(s.get("pairs", list)):
+        m = PAIR_RE.match(p) if isinstance(p, str) else None
+        if isinstance(p, str) and not any(a in p for a in ("->", "→")):  # a student alone (VT only)
+            _model(s, f"students.pairs[{i}]", p.strip())
+            pairs.append(Pair((), p.strip()))
+            continue
+        if not m:
+            raise s.error(f"students.pairs[{i}]", p, "write 'teacher->student', 'teacherA+teacherB->student' "
+                                                    "or a student alone (VT only)")
+        tnames = tuple(n.strip() for n in m.group(1).split("+"))
+        for n in tnames:
+            if n not in names:
+                raise s.error(f"students.pairs[{i}]", p, f"teacher {n!r} is not among teachers {names}")
+        _model(s, f"students.pairs[{i}]", m.group(2))
+        pairs.append(Pair(tnames, m.group(2)))
+    methods = tuple(s.get("methods", list))
+    for i, mth in enumerate(methods):
+        if mth not in METHODS:
+            raise s.error(f"students.methods[{i}]", mth, f"must be one of {list(METHODS)}")
+    if any(m != "vt" for m in methods):
+        for i, pair in enumerate(pairs):
+            if not pair.teachers:
+                raise s.error(f"students.pairs[{i}]", pair.student,
+                              f"methods {[m for m in methods if m != 'vt']} need a teacher: write 'teacher->student'")
+    students = StudentsConfig(
+        tuple(pairs), methods, s.ints("volumes", even=True), s.ints("seeds", [0]), _hparams(s, "hparams"))
+
+    # sweep
+    w = top.sub("sweep", {})
+    w.check_keys({"spaces", "trials", "volumes", "seed", "metric", "scheduler", "grace_period", "max_eval_per_class"})
+    spaces = dict(w.get("spaces", dict, {}))
+    for mth, space in spaces.items():
+        if mth not in methods:
+            raise w.error(f"sweep.spaces.{mth}", space, f"method {mth!r} is not in students.methods {list(methods)}")
+        if space not in SPACES:
+            raise w.error(f"sweep.spaces.{mth}", space, f"unknown search space; known: {sorted(SPACES)}")
+        if mth not in SPACE_METHODS[space]:
+            raise w.error(f"sweep.spaces.{mth}", space, f"this space tunes {list(SPACE_METHODS[space])}")
+    metric = w.get("metric", str, "val_auc")
+    if not re.fullmatch(r"val_(video_)?(acc|auc|ap)", metric):
+        raise w.error("sweep.metric", metric, "select on validation: val_acc, val_auc, val_ap (or val_video_*)")
+    scheduler = w.get("scheduler", str, "asha")
+    if scheduler not in ("asha", "fifo"):
+        raise w.error("sweep.scheduler", scheduler, "must be 'asha' or 'fifo'")
+    sweep = SweepConfig(
+        spaces=spaces, trials=w.get("trials", int, 8, positive=True),
+        volumes=w.ints("volumes", list(students.volumes[:1]), even=True), seed=w.get("seed", int, 0),
+        metric=metric, scheduler=scheduler, grace_period=w.get("grace_period", int, 2, positive=True),
+        max_eval_per_class=w.get("max_eval_per_class", (int, type(None)), None))
+
+    g = top.sub("grid", {})
+    g.check_keys({"enabled", "hparams"})
+    grid = GridConfig(g.get("enabled", bool, True), g.get("hparams", str, "sweep" if spaces else "paper"))
+    if grid.hparams not in ("sweep", "paper"):
+        raise g.error("grid.hparams", grid.hparams, "must be 'sweep' (the sweep's best) or 'paper'")
+    if grid.hparams == "sweep" and grid.enabled and not spaces:
+        raise g.error("grid.hparams", "sweep", "no sweep.spaces configured: use 'paper' or add a sweep")
+
+    a = top.sub("ablations", {})
+    a.check_keys({"k_values", "k_volumes", "k_seeds", "efficiency_volumes", "efficiency_students", "efficiency_seeds"})
+    k_values = a.ints("k_values", [])
+    if any(k <= 0 for k in k_values):
+        raise a.error("ablations.k_values", list(k_values), "K must be > 0")
+    eff_students = tuple(a.get("efficiency_students", list, sorted({p.student for p in pairs})))
+    for i, st in enumerate(eff_students):
+        _model(a, f"ablations.efficiency_students[{i}]", st)
+    ablations = AblationsConfig(
+        k_values, a.ints("k_volumes", [], even=True), a.ints("k_seeds", [0]),
+        a.ints("efficiency_volumes", [], even=True), eff_students, a.ints("efficiency_seeds", [0]))
+    if k_values and not pairs[0].teachers:
+        raise a.error("ablations.k_values", list(k_values), "the K ablation distils along students.pairs[0]: "
+                                                            "it needs a teacher")
+
+    res = top.sub("resources", {})
+    res.check_keys({"cpu", "gpu"})
+    resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0))
+    if resources.gpu < 0 or (resources.gpu > 1 and not float(resources.gpu).is_integer()):
+        raise res.error("resources.gpu", resources.gpu, "a fraction in [0, 1] or a whole number of GPUs")
+
+    tracking = top.get("tracking_uri", (str, type(None)), None) or f"sqlite:///{workdir / 'mlflow.db'}"
+    storage = top.get("storage_path", (str, type(None)), None) or str(workdir / "ray")
+    if "://" not in storage:
+        storage = str(Path(_expand(storage, workdir)).resolve())
+    if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
+        tracking = "sqlite:///" + _expand(tracking.removeprefix("sqlite:///"), workdir)
+
+    paired = {n for p in pairs for n in p.teachers}
+    unused = [t.name for t in teachers if t.name not in paired]
+    if unused:
+        raise top.error("teachers", unused, "these teachers are in no students.pairs entry: remove them or add a pair")
+
+    return StudyConfig(
+        name=name, path=file, data=data, image_size=image_size, sources=sources,
+        teachers=tuple(teachers), students=students, sweep=sweep, grid=grid, ablations=ablations,
+        resources=resources, tracking_uri=tracking, storage_path=storage,
+        max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
+        raw=raw)
+
+
+def _model(r: _Reader, key: str, name: str) -> None:
+    try:
+        resolve_name(name)
+    except ConfigError as exc:
+        raise r.error(key, name, str(exc)) from None

@@ -1,0 +1,320 @@
+"""Run a study's stages as Ray Tune Tuners, every trial recorded in MLflow by the driver.
+
+The one home of `ray.init` and of Tuner set-up. Stages read what earlier stages left
+from MLflow (teacher checkpoints, the sweep's best hyperparameters), so `--stage` can
+run one of them later, and `--resume` restores each stage's Tuner from Ray storage
+without re-running finished trials.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import get_space
+from study.config import StudyConfig
+from study.plan import (
+    STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
+)
+from study.tracking import MLflowTrialCallback, Tracking
+from trainables.data.subsets import balanced_split
+from trainables.errors import UserError
+from trainables.hparams import HParams
+from trainables.models import sha256_file
+from trainables.trial import TeacherRef, dataset_index
+from trainables.tune import MODEL_FILE, train_trial
+
+
+# every checkpoint (num_to_keep=1) forces an experiment snapshot: cheap here, so no warning
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+class StudyInterrupted(Exception):
+    """A stage was stopped (Ctrl+C) before all its trials ended."""
+
+
+@dataclass
+class RunOptions:
+    workdir: Path
+    address: str | None = None
+    resume: bool = False
+    stage: str | None = None
+    max_concurrent: int | None = None
+    verbose: int = 1
+
+
+@dataclass
+class StageSummary:
+    name: str
+    trials: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    reused: int = 0
+
+
+@dataclass
+class StudySummary:
+    stages: list[StageSummary] = field(default_factory=list)
+    chosen: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    parent_run_id: str = ""
+
+    @property
+    def errors(self) -> int:
+        return sum(s.errors for s in self.stages)
+
+
+def code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def preflight(cfg: StudyConfig) -> None:
+    """Check the data can serve every volume before anything is written anywhere."""
+    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.k_volumes) \
+        | set(cfg.ablations.efficiency_volumes)
+    for source, data in cfg.source_specs():
+        index = dataset_index(data)
+        train = index[index["split"] == "train"]
+        counts = train["label"].value_counts().to_dict()
+        for volume in sorted(volumes):
+            for label, name in ((0, "real"), (1, "fake")):
+                if counts.get(label, 0) < volume // 2:
+                    raise UserError(
+                        f"{cfg.path}: volume {volume} needs {volume // 2} {name} training images "
+                        f"but source {source!r} has {counts.get(label, 0)}: lower the volume")
+        for split in ("val", "test"):
+            balanced_split(index, split, seed=0)
+
+
+@contextmanager
+def ray_session(address: str | None, verbose: int = 1):
+    """Start a local Ray (or join `address`) and stop what we started, also on errors."""
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"log_to_driver": verbose > 0, "include_dashboard": False}
+        if address:
+            kwargs["address"] = address
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(
+                f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0][:300]}. "
+                "Is the cluster up? For a remote address set RAY_AUTH_MODE=token and the token "
+                "(Ray >= 2.59), or run on the head node with --address auto.") from None
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class StudyRunner:
+    def __init__(self, cfg: StudyConfig, opts: RunOptions, echo: Callable[[str], None] = print):
+        self.cfg, self.opts, self.echo = cfg, opts, echo
+        self.tracking = Tracking(cfg.tracking_uri, cfg.name)
+        self.storage = f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
+        self.summary = StudySummary()
+        self._parent: str | None = None
+
+    # --- the whole study -------------------------------------------------------
+    def check(self) -> None:
+        """Everything that can fail before a single write: reachability, clashes, data."""
+        self.tracking.check_reachable()
+        exists = self.tracking.parent_run() is not None or Path(self.storage).exists()
+        if exists and not self.opts.resume and self.opts.stage is None:
+            raise UserError(
+                f"study {self.cfg.name!r} already has results ({self.cfg.tracking_uri}, {self.storage}): "
+                f"continue it with `study run {self.cfg.path} --resume --workdir {self.opts.workdir}`, "
+                "or give it another name or --workdir")
+        preflight(self.cfg)
+
+    def run(self) -> StudySummary:
+        self.check()
+        stages = [self.opts.stage] if self.opts.stage else list(STAGES)
+        config_text = Path(self.cfg.path).read_text() if Path(self.cfg.path).is_file() else ""
+        with ray_session(self.opts.address, self.opts.verbose):
+            self._parent = self.tracking.start_parent(self.cfg.config_hash, config_text, code_version())
+            self.summary.parent_run_id = self._parent
+            status = "FAILED"
+            try:
+                teachers = self.teachers(train="teachers" in stages)
+                if "sweep" in stages:
+                    self.sweep(teachers)
+                chosen = self.chosen_hparams() if ("grid" in stages or "ablations" in stages) else {}
+                self.summary.chosen = dict(chosen)
+                if "grid" in stages and self.cfg.grid.enabled:
+                    self.grid_stage("grid", grid_cells(self.cfg, teachers, chosen), log_models=True)
+                if "ablations" in stages:
+                    cells = ablation_cells(self.cfg, teachers, chosen)
+                    if cells:
+                        self.grid_stage("ablations", cells)
+                status = "FINISHED"
+            except (StudyInterrupted, KeyboardInterrupt):
+                status = "KILLED"
+                raise
+            finally:
+                self.tracking.kill_running()
+                self.tracking.end_parent(self._parent, status)
+        return self.summary
+
+    # --- stages ----------------------------------------------------------------
+    def teachers(self, train: bool) -> dict[tuple[str, str], TeacherRef]:
+        out = given_teachers(self.cfg)
+        todo: list[Cell] = []
+        reused = 0
+        for cell in teacher_cells(self.cfg):
+            ref = self._finished_teacher(cell)
+            if ref is not None:
+                out[(cell.tags["source"], cell.tags["teacher_name"])] = ref
+                reused += 1
+            else:
+                todo.append(cell)
+        if todo and not train:
+            missing = [c.tags["cell"] for c in todo]
+            raise UserError(f"teachers {missing} have no finished run yet: run `--stage teachers` first")
+        stage = StageSummary("teachers", reused=reused)
+        if todo:
+            results = self._fit("teachers", {"cell": tune.grid_search([c.config() for c in todo])}, stage,
+                                log_models=True)
+            self._record_teachers(results)
+            for cell in todo:
+                ref = self._finished_teacher(cell)
+                if ref is None:
+                    raise UserError(f"teacher {cell.tags['cell']} did not finish (see its FAILED run in MLflow)")
+                out[(cell.tags["source"], cell.tags["teacher_name"])] = ref
+        self.summary.stages.append(stage)
+        return out
+
+    def _finished_teacher(self, cell: Cell) -> TeacherRef | None:
+        run = self.tracking.finished_teacher(cell.config_hash)
+        if run is None:
+            return None
+        path, digest = run.data.tags["checkpoint_path"], run.data.tags.get("checkpoint_sha256")
+        if not Path(path).is_file():
+            return None
+        if digest and sha256_file(path) != digest:
+            raise UserError(f"teacher checkpoint {path} changed since it was recorded (SHA-256 differs "
+                            f"from run {run.info.run_id}): restore it or delete that run to retrain")
+        return TeacherRef(cell.spec["arch"], path)
+
+    def _record_teachers(self, results) -> None:
+        """Copy each finished teacher's weights to a stable path; record path and SHA-256."""
+        folder = Path(self.storage) / "teachers"
+        folder.mkdir(parents=True, exist_ok=True)
+        for result in results:
+            if result.error is not None or result.checkpoint is None:
+                continue
+            tags = result.config["cell"]["tags"]
+            dest = folder / f"{tags['cell'].replace('/', '_')}-{tags['config_hash']}.pt"
+            with result.checkpoint.as_directory() as d:
+                tmp = dest.with_suffix(".tmp")
+                shutil.copyfile(Path(d) / MODEL_FILE, tmp)
+                os.replace(tmp, dest)
+            runs = self.tracking.children("teachers")
+            for run in runs:
+                if run.data.tags.get("trial_id") == result.metrics.get("trial_id"):
+                    self.tracking.client.set_tag(run.info.run_id, "checkpoint_path", str(dest))
+                    self.tracking.client.set_tag(run.info.run_id, "checkpoint_sha256", sha256_file(dest))
+
+    def sweep(self, teachers) -> None:
+        sw = self.cfg.sweep
+        for cell, space in sweep_cells(self.cfg, teachers):
+            method, volume = cell.tags["method"], int(cell.tags["volume"])
+            epochs = HParams.from_dict(cell.hparams).epochs
+            searcher = OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)
+            scheduler = (ASHAScheduler(metric=sw.metric, mode="max", max_t=epochs,
+                                       grace_period=min(sw.grace_period, epochs), reduction_factor=2)
+                         if sw.scheduler == "asha" else FIFOScheduler())
+            stage = StageSummary(f"sweep-{method}-v{volume}")
+            self._fit(stage.name, {"cell": cell.config()}, stage, search_alg=searcher,
+                      scheduler=scheduler, num_samples=sw.trials)
+            self.summary.stages.append(stage)
+
+    def chosen_hparams(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Per swept (method, volume): the searched values of the best complete run on validation."""
+        if self.cfg.grid.hparams != "sweep":
+            return {}
+        metric, chosen = self.cfg.sweep.metric, {}
+        runs = [r for r in self.tracking.children("sweep", status="FINISHED") if metric in r.data.metrics]
+        for method, space in self.cfg.sweep.spaces.items():
+            for volume in self.cfg.sweep.volumes:
+                mine = [r for r in runs if r.data.tags.get("method") == method
+                        and r.data.tags.get("volume") == str(volume)]
+                if not mine:
+                    raise UserError(f"no finished sweep run for method {method!r} at volume {volume}: "
+                                    "run `--stage sweep` first (or set grid.hparams: paper)")
+                # ASHA stops weak trials early: choose among those that ran all epochs
+                last = max(r.data.metrics.get("epoch", 0) for r in mine)
+                best = max((r for r in mine if r.data.metrics.get("epoch", 0) == last),
+                           key=lambda r: r.data.metrics[metric])
+                params = HParams.from_dict({k: v for k, v in best.data.params.items()
+                                            if k in HParams.__dataclass_fields__}).to_dict()
+                searched = searched_names(get_space(space, method, volume))
+                chosen[(method, volume)] = {k: params[k] for k in searched}
+        return chosen
+
+    def grid_stage(self, name: str, cells: list[Cell], log_models: bool = False) -> None:
+        stage = StageSummary(name)
+        self._fit(name, {"cell": tune.grid_search([c.config() for c in cells])}, stage, log_models=log_models)
+        self.summary.stages.append(stage)
+
+    # --- one Tuner ---------------------------------------------------------------
+    def _fit(self, name: str, param_space: dict, stage: StageSummary, *, search_alg=None,
+             scheduler=None, num_samples: int = 1, log_models: bool = False):
+        res = self.cfg.resources
+        trainable = tune.with_resources(train_trial, {"cpu": res.cpu, "gpu": res.gpu})
+        path = f"{self.storage}/{name}"
+        t0 = time.perf_counter()
+        if tune.Tuner.can_restore(path):
+            self.echo(f"[{name}] resuming from {path}")
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            self.echo(f"[{name}] starting")
+            callback = MLflowTrialCallback(self.cfg.tracking_uri, self.tracking.experiment_id,
+                                           self._parent, self.cfg.name, log_models=log_models)
+            tuner = tune.Tuner(
+                trainable, param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                    max_concurrent_trials=self.opts.max_concurrent, reuse_actors=True,
+                    trial_dirname_creator=lambda trial: trial.trial_id),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=self.storage, callbacks=[callback],
+                    failure_config=tune.FailureConfig(max_failures=self.cfg.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    verbose=self.opts.verbose))
+        results = tuner.fit()
+        stage.seconds = time.perf_counter() - t0
+        statuses = [t.status for t in results._experiment_analysis.trials]
+        stage.trials = len(statuses)
+        stage.errors = results.num_errors
+        if any(s not in ("TERMINATED", "ERROR") for s in statuses):
+            raise StudyInterrupted(name)
+        return results
+
+
+def searched_names(space) -> list[str]:
+    """The hyperparameters a define-by-run space declares or fixes (besides the method)."""
+    import optuna
+
+    trial = optuna.create_study().ask()
+    constants = space(trial) or {}
+    return list(trial.params) + [k for k in constants if k != "method"]

@@ -1,0 +1,129 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from study.cli import CONFIG_DIR, main
+from study.config import load_config, parse_config
+from study.plan import grid_cells, paper_hparams, teacher_cells
+from trainables.errors import ConfigError
+from trainables.trial import TeacherRef
+
+SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def tiny(root: Path, **overrides) -> dict:
+    cfg = {
+        "name": "t",
+        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0,
+                 "image_size": 32},
+        "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 2}}],
+        "students": {"pairs": ["r->test_efficientnet"], "methods": ["vt", "ckd"], "volumes": [10],
+                     "seeds": [0], "hparams": {"epochs": 2}},
+        "sweep": {"spaces": {"ckd": "ckd"}, "trials": 2, "volumes": [10]},
+    }
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            cfg[section][sub] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+def test_shipped_configs_are_the_expected_set():
+    assert {p.stem for p in SHIPPED} >= {"quickstart", "ffpp_table1", "celebdf_table2",
+                                          "celebdf_ensemble_table3", "ablation_k", "data_efficiency"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_config_validates(path, tmp_path):
+    raw = yaml.safe_load(path.read_text())
+    if raw["data"]["kind"] != "synthetic":  # real datasets are not here: point at an empty folder
+        raw["data"]["root"] = str(tmp_path)
+    cfg = parse_config(raw, str(path), tmp_path)
+    assert cfg.name == path.stem
+    assert teacher_cells(cfg) or not cfg.teachers
+
+
+def test_paper_configs_use_the_papers_hyperparameters(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "ffpp_table1.yaml").read_text())
+    raw["data"]["root"] = str(tmp_path)
+    cfg = parse_config(raw, "ffpp_table1.yaml", tmp_path)
+    assert cfg.image_size == 299 and cfg.grid.hparams == "paper"
+    teachers = {(s, t.name): TeacherRef(t.arch, "x.pt") for s, _ in cfg.source_specs() for t in cfg.teachers}
+    cells = grid_cells(cfg, teachers, {})
+    # 4 sources x (3 pairs x 3 distillation methods + 3 VT students (one per distinct student)) x 3 volumes x 5 seeds
+    assert len(cells) == 4 * (3 * 3 + 3) * 3 * 5
+    ckd10 = next(c for c in cells if c.tags["method"] == "ckd" and c.tags["volume"] == "10")
+    assert (ckd10.hparams["tau"], ckd10.hparams["lam"], ckd10.hparams["batch_size"], ckd10.hparams["k"]) == (0.05, 0.1, 10, 10)
+    assert paper_hparams("ckd", 1000)["k"] == 32
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"colour": 1}, r"unknown key\(s\) \['colour'\]"),
+    ({"students.volumes": [0]}, r"students.volumes\[0\]=0: must be a positive even integer"),
+    ({"students.volumes": [11]}, r"students.volumes\[0\]=11"),
+    ({"students.methods": ["vt", "crd"]}, r"students.methods\[1\]='crd'"),
+    ({"students.pairs": ["r->resnet9000"]}, "unknown model 'resnet9000'"),
+    ({"students.pairs": ["q->test_resnet"]}, "teacher 'q' is not among teachers"),
+    ({"students.hparams": {"k": 0}}, "k=0 must be > 0"),
+    ({"students.hparams": {"tau": -0.1}}, "tau=-0.1 must be > 0"),
+    ({"students.hparams": {"tau": "low"}}, "tau='low' is not a valid float"),
+    ({"sweep": {"spaces": {"ckd": "nope"}}}, "unknown search space"),
+    ({"sweep": {"spaces": {"kd": "kd"}}}, "method 'kd' is not in students.methods"),
+    ({"sweep": {"spaces": {"ckd": "ckd"}, "metric": "test_acc"}}, "select on validation"),
+    ({"ablations": {"k_values": [0, 8]}}, "K must be > 0"),
+    ({"name": "a b"}, "name='a b'"),
+    ({"resources": {"gpu": -1}}, "resources.gpu"),
+])
+def test_config_errors_name_the_key(override, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tiny(tmp_path / "d", **override), "cfg.yaml", tmp_path)
+
+
+def test_missing_data_root_is_named(tmp_path):
+    raw = tiny(tmp_path)
+    raw["data"] = {"kind": "folder", "root": str(tmp_path / "nowhere")}
+    with pytest.raises(ConfigError, match=r"data.root=.*nowhere.*does not exist"):
+        parse_config(raw, "cfg.yaml", tmp_path)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("name: a\nname: b\n", "duplicate key 'name'"),
+    ("name: !!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_yaml_is_plain_data_only(text, match, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(path, tmp_path)
+
+
+def test_cli_exits_2_and_writes_nothing(tmp_path):
+    raw = tiny(tmp_path / "d", **{"students.hparams": {"k": -3}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    work = tmp_path / "work"
+    result = CliRunner().invoke(main, ["run", str(path), "--workdir", str(work)])
+    assert result.exit_code == 2, result.output
+    assert "k=-3 must be > 0" in result.output
+    assert not (work / "mlflow.db").exists() and not (work / "ray").exists()
+
+
+def test_cli_volume_larger_than_data_exits_2_before_any_write(tmp_path, synthetic_root):
+    raw = tiny(synthetic_root, **{"students.volumes": [2000]})
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    work = tmp_path / "work"
+    result = CliRunner().invoke(main, ["run", str(path), "--workdir", str(work)])
+    assert result.exit_code == 2, result.output
+    assert "volume 2000 needs 1000 real training images" in result.output
+    assert not (work / "ray").exists()
+
+
+def test_unknown_shipped_config_lists_the_shipped_ones(tmp_path):
+    result = CliRunner().invoke(main, ["run", "nope", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "quickstart" in result.output

@@ -1,0 +1,132 @@
+"""One trial from a plain config: read the data, build the models, train, evaluate.
+
+This is what a Ray Tune trainable calls (`trainables/tune.py`), and what tests and
+benchmarks call without Ray. The config is converted once into `TrialSpec` + `HParams`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from trainables.data import read_index
+from trainables.data.images import load_images
+from trainables.data.subsets import balanced_split, balanced_subset
+from trainables.engine import (
+    EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, set_seed, train_student,
+)
+from trainables.errors import ConfigError
+from trainables.hparams import HParams
+from trainables.models import Detector, create_model
+
+ROLES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    arch: str
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    role: str  # "teacher" (full train split) or "student" (balanced subset of `volume`)
+    arch: str
+    data: Mapping[str, Any]
+    image_size: int = 64
+    volume: int | None = None  # None: the whole train split
+    subset_seed: int = 0
+    teachers: tuple[TeacherRef, ...] = ()
+    eval_splits: tuple[str, ...] = ("val", "test")
+    max_eval_per_class: int | None = None  # cap the balanced val/test sets (sweeps)
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "TrialSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(f"trial spec: unknown key(s) {unknown}; known: {sorted(known)}")
+        values = dict(config)
+        values["teachers"] = tuple(
+            t if isinstance(t, TeacherRef) else TeacherRef(**t) for t in values.get("teachers", ())
+        )
+        values["eval_splits"] = tuple(values.get("eval_splits", cls.eval_splits))
+        spec = cls(**values)
+        if spec.role not in ROLES:
+            raise ConfigError(f"trial spec: role={spec.role!r} is not one of {list(ROLES)}")
+        return spec
+
+
+@dataclass
+class TrialOutcome:
+    result: TrainResult
+    metrics: dict[str, float] = field(default_factory=dict)  # val_* and test_* of the final model
+
+
+@functools.lru_cache(maxsize=4)
+def _index(data_key: str) -> pd.DataFrame:
+    import json
+    return read_index(json.loads(data_key))
+
+
+def dataset_index(data: Mapping[str, Any]) -> pd.DataFrame:
+    import json
+    return _index(json.dumps(dict(data), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _images(paths: tuple[str, ...], size: int) -> torch.Tensor:
+    return load_images(list(paths), size)
+
+
+def image_set(frame: pd.DataFrame, size: int) -> ImageSet:
+    """Decode a frame's images (kept in memory across trials of one worker)."""
+    images = _images(tuple(frame["path"]), size)
+    return ImageSet(images, torch.as_tensor(frame["label"].to_numpy()), list(frame["video"]))
+
+
+def training_frame(spec: TrialSpec, index: pd.DataFrame) -> pd.DataFrame:
+    if spec.volume is None:
+        return index[index["split"] == "train"].reset_index(drop=True)
+    return balanced_subset(index, spec.volume, spec.subset_seed)
+
+
+def eval_frame(spec: TrialSpec, index: pd.DataFrame, split: str) -> pd.DataFrame:
+    return balanced_split(index, split, seed=spec.subset_seed, max_per_class=spec.max_eval_per_class)
+
+
+def load_teachers(refs: Sequence[TeacherRef]) -> list[Detector]:
+    teachers = []
+    for ref in refs:
+        t = create_model(ref.arch, weights=ref.checkpoint)
+        t.eval().requires_grad_(False)
+        teachers.append(t)
+    return teachers
+
+
+def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = None,
+              resume: dict | None = None) -> TrialOutcome:
+    """Train one model as `spec` says and evaluate it on the requested splits."""
+    if spec.role == "student" and hp.method != "vt" and not spec.teachers:
+        raise ConfigError(f"method {hp.method!r} needs at least one teacher checkpoint")
+    index = dataset_index(spec.data)
+    train = image_set(training_frame(spec, index), spec.image_size)
+    val = image_set(eval_frame(spec, index, "val"), spec.image_size) if "val" in spec.eval_splits else None
+    set_seed(hp.seed)  # the initial weights depend on the seed alone
+    model = create_model(spec.arch)
+    teachers = load_teachers(spec.teachers) if spec.role == "student" and hp.method != "vt" else []
+    device = pick_device(spec.device)
+    result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume)
+    metrics: dict[str, float] = {}
+    if result.history:
+        metrics.update({k: v for k, v in result.history[-1].items() if k.startswith("val_")})
+    elif val is not None:  # resumed after the last epoch: evaluate the restored model
+        metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
+    if "test" in spec.eval_splits:
+        test = image_set(eval_frame(spec, index, "test"), spec.image_size)
+        metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device, hp).items()})
+    return TrialOutcome(result, metrics)

@@ -1,0 +1,82 @@
+"""Ray Tune trainables: thin adapters from a trial config to `trainables.trial.run_trial`.
+
+The only module of `trainables/` that imports Ray. Each epoch is reported with
+`tune.report` and a checkpoint holding the full training state, so a trial that
+crashes (or whose node dies) resumes where it was and ends with the same numbers.
+The final report adds the test metrics and the model's weights (`model.pt`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.hparams import HParams
+from trainables.trial import TrialSpec, run_trial
+
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
+# Fault injection for tests: "EPOCH:MARKER" makes a trial raise once after EPOCH's
+# checkpoint, unless the MARKER file exists (it is created when the fault fires).
+FAULT_ENV = "CKD_STUDY_INJECT_FAULT"
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def split_config(config: dict[str, Any]) -> tuple[TrialSpec, HParams, dict[str, str]]:
+    """A trial config is {"cell": {spec, hparams, tags}} plus searched hyperparameters at top level."""
+    cell = config["cell"]
+    searched = {k: v for k, v in config.items() if k != "cell"}
+    hp = HParams.from_dict({**cell["hparams"], **searched}, where=f"trial {cell['tags'].get('cell', '')}")
+    return TrialSpec.from_dict(cell["spec"]), hp, dict(cell["tags"])
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+
+
+def _maybe_fault(epoch: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, marker = spec.split(":", 1)
+    if epoch == int(at) and not Path(marker).exists():
+        Path(marker).write_text("fired\n")
+        raise InjectedFault(f"injected fault after epoch {epoch} ({FAULT_ENV})")
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The one trainable of every stage (teachers, sweep, grid, ablations)."""
+    spec, hp, _tags = split_config(config)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if (Path(d) / STATE_FILE).is_file():  # the final checkpoint holds only the model
+                resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    last: dict[str, float] = {}
+
+    def on_epoch(epoch: int, metrics: dict, state) -> None:
+        last.clear()
+        last.update(_finite(metrics))
+        if epoch == hp.epochs - 1:
+            return  # the final report below carries this epoch, the test metrics and the model
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state(), Path(d) / STATE_FILE)
+            tune.report(dict(last), checkpoint=tune.Checkpoint.from_directory(d))
+        _maybe_fault(epoch)
+
+    outcome = run_trial(spec, hp, on_epoch=on_epoch, resume=resume)
+    final = {**last, **_finite(outcome.metrics), "epoch": hp.epochs - 1,
+             "train_images_per_s": outcome.result.images_per_second}
+    with tempfile.TemporaryDirectory() as d:
+        model = outcome.result.model
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
+        tune.report(_finite(final), checkpoint=tune.Checkpoint.from_directory(d))
