@@ -111,5 +111,17 @@ def synth(out: Path, num_images: int, size: int, seed: int) -> None:
     click.echo(counts.rename(columns={0: "real", 1: "fake"}).to_string())
 
 
+def _register() -> None:
+    from study.data_cli import extract, sbi
+    from study.report_cli import explain, report
+
+    main.add_command(report)
+    main.add_command(explain)
+    data.add_command(extract)
+    data.add_command(sbi)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ without re-running finished trials.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -193,7 +194,7 @@ class StudyRunner:
         stage = StageSummary("teachers", reused=reused)
         if todo:
             results = self._fit("teachers", {"cell": tune.grid_search([c.config() for c in todo])}, stage,
-                                log_models=True)
+                                len(todo), log_models=True)
             self._record_teachers(results)
             for cell in todo:
                 ref = self._finished_teacher(cell)
@@ -244,7 +245,7 @@ class StudyRunner:
                                        grace_period=min(sw.grace_period, epochs), reduction_factor=2)
                          if sw.scheduler == "asha" else FIFOScheduler())
             stage = StageSummary(f"sweep-{method}-v{volume}")
-            self._fit(stage.name, {"cell": cell.config()}, stage, search_alg=searcher,
+            self._fit(stage.name, {"cell": cell.config()}, stage, sw.trials, search_alg=searcher,
                       scheduler=scheduler, num_samples=sw.trials)
             self.summary.stages.append(stage)
 
@@ -273,12 +274,13 @@ class StudyRunner:
 
     def grid_stage(self, name: str, cells: list[Cell], log_models: bool = False) -> None:
         stage = StageSummary(name)
-        self._fit(name, {"cell": tune.grid_search([c.config() for c in cells])}, stage, log_models=log_models)
+        self._fit(name, {"cell": tune.grid_search([c.config() for c in cells])}, stage, len(cells),
+                  log_models=log_models)
         self.summary.stages.append(stage)
 
     # --- one Tuner ---------------------------------------------------------------
-    def _fit(self, name: str, param_space: dict, stage: StageSummary, *, search_alg=None,
-             scheduler=None, num_samples: int = 1, log_models: bool = False):
+    def _fit(self, name: str, param_space: dict, stage: StageSummary, expected: int, *,
+             search_alg=None, scheduler=None, num_samples: int = 1, log_models: bool = False):
         res = self.cfg.resources
         trainable = tune.with_resources(train_trial, {"cpu": res.cpu, "gpu": res.gpu})
         path = f"{self.storage}/{name}"
@@ -301,14 +303,37 @@ class StudyRunner:
                     failure_config=tune.FailureConfig(max_failures=self.cfg.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     verbose=self.opts.verbose))
-        results = tuner.fit()
+        with _InterruptWatch() as watch:
+            results = tuner.fit()
         stage.seconds = time.perf_counter() - t0
-        statuses = [t.status for t in results._experiment_analysis.trials]
-        stage.trials = len(statuses)
+        stage.trials = len(results)
         stage.errors = results.num_errors
-        if any(s not in ("TERMINATED", "ERROR") for s in statuses):
+        # fit() returns normally after Ctrl+C (and reports the stopped trials TERMINATED)
+        if watch.interrupted or stage.trials < expected:
             raise StudyInterrupted(name)
         return results
+
+
+class _InterruptWatch(logging.Handler):
+    """Notices Ray Tune's own SIGINT handling (it logs, then fit() returns normally)."""
+
+    LOGGER = "ray.tune.tune"
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.interrupted = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Stop signal received" in message or "has been interrupted" in message:
+            self.interrupted = True
+
+    def __enter__(self) -> "_InterruptWatch":
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
 
 
 def searched_names(space) -> list[str]:

@@ -86,7 +86,7 @@ def _images(paths: tuple[str, ...], size: int) -> torch.Tensor:
 def image_set(frame: pd.DataFrame, size: int) -> ImageSet:
     """Decode a frame's images (kept in memory across trials of one worker)."""
     images = _images(tuple(frame["path"]), size)
-    return ImageSet(images, torch.as_tensor(frame["label"].to_numpy()), list(frame["video"]))
+    return ImageSet(images, torch.tensor(frame["label"].to_numpy(), dtype=torch.long), list(frame["video"]))
 
 
 def training_frame(spec: TrialSpec, index: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,129 @@
+"""Tables as Markdown and LaTeX (booktabs) text; cells as `mean ± std (n)`, the paper beside."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+
+from analysis.tables import TableView
+
+METRIC_NAMES = {"acc": "ACC", "auc": "AUC"}
+
+
+def num(x: float, digits: int = 3, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def cell_text(mean: float, std: float, n: int, pm: str = "±") -> str:
+    """'0.962 ± 0.010 (5)'; one seed has no spread: '0.962 (1)'."""
+    if n < 2 or math.isnan(std):
+        return f"{num(mean)} ({n})"
+    return f"{num(mean)} {pm} {num(std)} ({n})"
+
+
+def pair_text(pair: str, arrow: str = "→") -> str:
+    teachers, student = pair.rsplit("->", 1)
+    return f"{student} (VT only)" if not teachers else f"{teachers}{arrow}{student}"
+
+
+def _paper_note(paper: float | None, diff: float | None) -> str:
+    if paper is None or math.isnan(paper):
+        return ""
+    if diff is None or math.isnan(diff):
+        return f"paper {num(paper)}"
+    return f"paper {num(paper)}, Δ {num(diff, signed=True)}"
+
+
+def _grid(view: TableView, fmt_cell, fmt_missing) -> list[list[str]]:
+    rows = []
+    for volume, pair in view.rows:
+        line = [volume, pair]
+        for m in view.methods:
+            cell = view.cells.get((volume, pair, m))
+            line.append(fmt_cell(cell) if cell is not None else fmt_missing(view.paper.get((volume, pair, m))))
+        rows.append(line)
+    return rows
+
+
+def markdown_table(view: TableView) -> str:
+    def fmt(cell: dict) -> str:
+        text = cell_text(cell["mean"], cell["std"], cell["n"])
+        text = f"**{text}**" if cell["best"] else text
+        note = _paper_note(cell["paper"], cell["diff"])
+        return f"{text} · {note}" if note else text
+
+    def missing(paper: float | None) -> str:
+        return f"– · paper {num(paper)}" if paper is not None else "–"
+
+    header = ["volume", "pair", *(m.upper() for m in view.methods)]
+    rows = [[v, pair_text(p), *rest] for v, p, *rest in _grid(view, fmt, missing)]
+    return md_rows(header, rows)
+
+
+def md_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(x) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(TEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def latex_table(view: TableView, label: str) -> str:
+    def fmt(cell: dict) -> str:
+        text = cell_text(cell["mean"], cell["std"], cell["n"], pm=r"$\pm$")
+        text = rf"\textbf{{{text}}}" if cell["best"] else text
+        if not math.isnan(cell["paper"]):
+            text += rf" [{num(cell['paper'])}, ${num(cell['diff'], signed=True)}$]"
+        return text
+
+    def missing(paper: float | None) -> str:
+        return f"-- [{num(paper)}]" if paper is not None else "--"
+
+    cols = "ll" + "c" * len(view.methods)
+    head = " & ".join(["volume", "pair", *(m.upper() for m in view.methods)]) + r" \\"
+    body = [" & ".join([tex_escape(v), tex_escape(pair_text(p, arrow="->")).replace("->", r"$\to$"), *rest])
+            + r" \\" for v, p, *rest in _grid(view, fmt, missing)]
+    caption = (f"{tex_escape(view.title)}, test {METRIC_NAMES[view.metric]}: mean $\\pm$ std (seeds)"
+               + (", [paper, difference]" if view.has_paper else "") + "; best in bold.")
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
+                      rf"\label{{{label}}}", rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule",
+                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def comparisons_markdown(comp: pd.DataFrame) -> str:
+    header = ["table", "volume", "pair", "metric", "a - b", "mean difference [95 % t interval] (seeds)", "p"]
+    rows = [[r.block, r.volume, pair_text(r.pair), METRIC_NAMES[r.metric], f"{_name(r.a)} - {_name(r.b)}",
+             r.text, num(r.p)] for r in comp.itertuples()]
+    return md_rows(header, rows)
+
+
+def _name(label: str) -> str:
+    return pair_text(label) if "->" in label else label.upper()
+
+
+def missing_markdown(missing: pd.DataFrame) -> str:
+    header = ["paper table", "dataset", "subset", "volume", "method", "pair", "paper acc"]
+    rows = [[r.table, r.dataset, r.subset or "–", r.volume, r.method.upper(), f"{r.teachers}→{r.student}",
+             num(r.acc)] for r in missing.itertuples()]
+    return md_rows(header, rows)
+
+
+def cells_csv(cells: pd.DataFrame) -> pd.DataFrame:
+    """The long cell frame with tuples written as ';'-joined text."""
+    out = cells.copy()
+    for col in ("seeds", "values", "run_ids"):
+        if col in out:
+            out[col] = out[col].map(lambda t: ";".join(str(x) for x in t))
+    return out

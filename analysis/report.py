@@ -1,0 +1,209 @@
+"""`study report`: a study's runs -> tables (md/tex/csv), figures (png) and report.md."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from analysis import figures, render
+from analysis.runs import StudyRuns, load_study, metric_history, run_label
+from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
+from trainables.errors import UserError
+
+FORMATS = ("md", "tex", "csv", "png")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--format {text!r}: use a comma-separated subset of {','.join(FORMATS)}")
+    return formats
+
+
+@dataclass
+class Report:
+    study: StudyRuns
+    out: Path
+    cells: pd.DataFrame
+    comparisons: pd.DataFrame
+    missing: pd.DataFrame
+    not_run: list[str]
+    views: list[TableView]
+    files: list[Path] = field(default_factory=list)
+    figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
+
+    def write_csv(self, frame: pd.DataFrame, name: str) -> None:
+        path = self.out / name
+        frame.to_csv(path, index=False)
+        self.files.append(path)
+
+    def write_text(self, text: str, name: str) -> None:
+        path = self.out / name
+        path.write_text(text)
+        self.files.append(path)
+
+
+def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable[str] = FORMATS,
+                 curves: Iterable[str] = (), metric: str = "test_acc") -> Report:
+    formats = tuple(formats)
+    runs = load_study(uri, study)
+    cells = build_cells(runs.runs)
+    sources = sorted(s for s in set(runs.runs["source"]) if s)
+    missing, not_run = missing_paper(cells, sources)
+    rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells))
+    rep.out.mkdir(parents=True, exist_ok=True)
+    if "csv" in formats:
+        rep.write_csv(runs.runs, "runs.csv")
+        rep.write_csv(render.cells_csv(cells), "cells.csv")
+        rep.write_csv(render.cells_csv(rep.comparisons), "comparisons.csv")
+        rep.write_csv(missing, "paper_missing.csv")
+    if "tex" in formats:
+        tables = [render.latex_table(v, f"tab:{i}") for i, v in enumerate(rep.views, 1)]
+        rep.write_text("% needs \\usepackage{booktabs}\n" + "\n\n".join(tables) + "\n", "tables.tex")
+    if "png" in formats:
+        _figures(rep, metric, "csv" in formats)
+    for run_id in curves:
+        history = metric_history(uri, run_id)
+        if history.empty:
+            raise UserError(f"run {run_id} has no per-epoch metrics to draw")
+        label = run_label(uri, run_id)
+        path = figures.plot_curves(history, rep.out / f"curves_{run_id[:8]}.png", f"{label} ({run_id[:8]})")
+        rep.files.append(path)
+        rep.figures[f"Training curves of {label}"] = path
+    if "md" in formats:
+        if runs.parent is not None and runs.parent.config_text:
+            rep.write_text(runs.parent.config_text, "study.yaml")
+        rep.write_text(markdown(rep, metric), "report.md")
+    return rep
+
+
+def _figures(rep: Report, metric: str, csv: bool) -> None:
+    eff, origin = figures.efficiency_data(rep.study.runs, metric)
+    if not eff.empty:
+        path = figures.plot_efficiency(eff, rep.out / "fig2_data_efficiency.png", metric, origin)
+        rep.files.append(path)
+        rep.figures[f"Fig. 2: {metric} against training-set size ({origin})"] = path
+        if csv:
+            rep.write_csv(eff, "fig2_data_efficiency.csv")
+    k = figures.k_data(rep.study.runs, metric)
+    if not k.empty:
+        path = figures.plot_k(k, rep.out / "fig4_k.png", metric)
+        rep.files.append(path)
+        rep.figures[f"Fig. 4: {metric} against K"] = path
+        if csv:
+            rep.write_csv(k, "fig4_k.csv")
+
+
+def workdir_of(uri: str) -> str | None:
+    if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent)
+    return None
+
+
+def explain_candidate(runs: pd.DataFrame) -> str | None:
+    """A grid run with a model to draw Fig. 3 from: the best CKD run of the largest volume."""
+    grid = runs[(runs["stage"] == "grid") & (runs["status"] == "FINISHED")]
+    if grid.empty or "test_acc" not in grid:
+        return None
+    ckd = grid[grid["method"] == "ckd"]
+    pool = ckd if not ckd.empty else grid
+    pool = pool[pool["volume_n"] == pool["volume_n"].max()].sort_values("test_acc", ascending=False)
+    return pool["run_id"].iloc[0] if not pool.empty else None
+
+
+def markdown(rep: Report, metric: str) -> str:
+    s, runs = rep.study, rep.study.runs
+    parent = s.parent
+    tags = parent.tags if parent else {}
+    code = tags.get("code_version", "unknown")
+    lines = [f"# Study report: {s.study}", "",
+             f"- tracking URI: `{s.uri}` (experiment {s.experiment_id})",
+             f"- parent run: `{parent.run_id}` ({parent.status})" if parent else "- parent run: none found",
+             f"- code version: `{code}`, config hash `{tags.get('config_hash', 'unknown')}`",
+             f"- generated {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+             "## Runs", "", _run_counts(runs), ""]
+    lines += _failed(runs)
+    lines += ["## Tables", "",
+              "Each cell: mean ± sample std (number of seeds) of the test metric over seeds; the best of each "
+              "row in bold (Table III: the best pair of each volume and method). `paper x, Δ d`: the paper's "
+              "single-run accuracy and ours minus the paper's. VT does not depend on the teacher: a pair's VT "
+              "cell is its student's VT runs; `full` is the teachers-stage run of the student's architecture.", ""]
+    for view in rep.views:
+        lines += [f"### {view.title} (test {render.METRIC_NAMES[view.metric]})", "", render.markdown_table(view), ""]
+    if rep.cells.empty:
+        lines += ["No finished grid run with test metrics yet.", ""]
+    lines += _paper_section(rep)
+    lines += ["## Paired comparisons across seeds", "",
+              "Differences of test metrics paired by seed (same student subset and initialisation), with a "
+              "Student-t 95 % interval and the paired t-test's p-value; the paper reports none.", ""]
+    lines += [render.comparisons_markdown(rep.comparisons) if not rep.comparisons.empty
+              else "No row has CKD beside another method.", ""]
+    lines += ["## Figures", ""]
+    for caption, path in rep.figures.items():
+        lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
+    if not rep.figures:
+        lines += ["No figure: the study has no ablation runs (and no grid VT runs) with test metrics.", ""]
+    lines += _reproduce(rep)
+    if parent and parent.config_text:
+        lines += ["## Study config (`study.yaml`, from the parent run)", "", "```yaml",
+                  parent.config_text.rstrip(), "```", ""]
+    lines += ["## Files", ""] + [f"- [{p.name}]({p.name})" for p in rep.files if p.name != "report.md"]
+    return "\n".join(lines) + "\n"
+
+
+def _run_counts(runs: pd.DataFrame) -> str:
+    counts = runs.groupby(["stage", "status"]).size().unstack(fill_value=0)
+    header = ["stage", *counts.columns]
+    rows = [[stage, *(str(int(v)) for v in row)] for stage, row in counts.iterrows()]
+    return render.md_rows(header, rows)
+
+
+def _failed(runs: pd.DataFrame) -> list[str]:
+    bad = runs[runs["status"] != "FINISHED"]
+    if bad.empty:
+        return []
+    rows = [[r.stage, r.cell, r.status, r.run_id, r.error or ""] for r in bad.itertuples()]
+    return ["Runs that did not finish (left out of the tables):", "",
+            render.md_rows(["stage", "cell", "status", "run", "error"], rows), ""]
+
+
+def _paper_section(rep: Report) -> list[str]:
+    lines = ["## The paper's cells this study lacks", ""]
+    has_paper = any(v.has_paper for v in rep.views)
+    if not has_paper and rep.missing.empty:
+        sources = ", ".join(sorted(set(rep.study.runs["source"]) - {""}))
+        return lines + [f"The study ran none of the paper's datasets (sources: {sources}): its tables are "
+                        "Table I-like, without paper numbers.", ""]
+    if rep.missing.empty:
+        lines += ["None: every paper cell on the study's datasets has a value here.", ""]
+    else:
+        lines += [f"{len(rep.missing)} cell(s):", "", render.missing_markdown(rep.missing), ""]
+    if rep.not_run:
+        lines += [f"Paper blocks the study did not run: {', '.join(rep.not_run)}.", ""]
+    return lines
+
+
+def _reproduce(rep: Report) -> list[str]:
+    s = rep.study
+    code = (s.parent.tags.get("code_version", "unknown") if s.parent else "unknown")
+    workdir = workdir_of(s.uri)
+    where = f"--workdir {workdir}" if workdir else f"--tracking-uri {s.uri}"
+    lines = ["## Reproduce", "", "```bash"]
+    if code not in ("unknown", ""):
+        lines.append(f"git checkout {code.removesuffix('-dirty')}"
+                     + ("   # the study ran on uncommitted changes (-dirty)" if code.endswith("-dirty") else ""))
+    if s.parent and s.parent.config_text:
+        lines.append("study run study.yaml --workdir runs-reproduce   # study.yaml: the config beside this report")
+    lines.append(f"study report {where} --study {s.study} --out {rep.out}")
+    candidate = explain_candidate(s.runs)
+    if candidate:
+        lines.append(f"study explain {where} --run {candidate} --images <folder with real/ and fake/ images> "
+                     f"--out {rep.out / 'gradcam'}   # Fig. 3")
+    run = candidate or s.runs["run_id"].iloc[0]
+    lines += [f"study report {where} --study {s.study} --out {rep.out} --curves {run}   # training curves",
+              "```", ""]
+    return lines

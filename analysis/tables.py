@@ -1,0 +1,247 @@
+"""The paper's tables from the runs frame: one long frame of cells, then per-block views.
+
+A cell is (source, volume, pair, method, metric) with its values over seeds. Blocks:
+- Table I (one per FF++ source), Table II (Celeb-DF), "Table I-like" for any other
+  source (e.g. the quickstart's `synthetic`): rows (volume, pair), columns the methods,
+  the best method of each row in bold. VT does not depend on the teacher: its cell is
+  the (source, student, volume) VT runs; the `full` row is the teachers-stage run whose
+  architecture is the student's.
+- Table III (per source with an ensemble pair): the ensemble pairs and the single-teacher
+  pairs of the same student, the ensemble's methods; the best pair of each (volume,
+  method) in bold.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis.paper import (
+    CELEBDF, FFPP_SOURCES, dataset_of, paper_cells, paper_lookup, paper_table, table_name,
+)
+from analysis.stats import mean_std, paired, per_seed
+from trainables.errors import ConfigError
+from trainables.models import resolve_name
+
+METHODS = ("vt", "kd", "rkd", "ckd")
+METRICS = {"acc": "test_acc", "auc": "test_auc"}  # short name -> MLflow metric
+PAIR_ORDER = ("xception->xception", "xception->efficientnet", "efficientnet->mobilenet",
+              "xception+efficientnet->mobilenet")  # the paper's column order
+
+
+def teachers_of(pair: str) -> str:
+    return pair.rsplit("->", 1)[0]
+
+
+def student_of(pair: str) -> str:
+    return pair.rsplit("->", 1)[-1]
+
+
+def volume_key(volume: str) -> tuple[int, float, str]:
+    """Paper order: full, then the largest volume first."""
+    if volume == "full":
+        return (0, 0.0, "")
+    return (1, -float(volume), "") if volume.isdigit() else (2, 0.0, volume)
+
+
+def pair_key(pair: str) -> tuple[int, str]:
+    return (PAIR_ORDER.index(pair), "") if pair in PAIR_ORDER else (len(PAIR_ORDER), pair)
+
+
+def source_key(source: str) -> tuple[int, str]:
+    """The paper's order (FaceSwap, Face2Face, Deepfakes, NeuralTextures, Celeb-DF), then the rest."""
+    order = (*FFPP_SOURCES, CELEBDF)
+    return (order.index(source), "") if source in order else (len(order), source)
+
+
+def timm_name(model: str) -> str:
+    try:
+        return resolve_name(model)
+    except ConfigError:
+        return model
+
+
+def _finished(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
+    if runs.empty:
+        return runs
+    return runs[(runs["stage"] == stage) & (runs["status"] == "FINISHED")]
+
+
+def _cell(table: str, block: str, source: str, volume: str, pair: str, method: str,
+          sel: pd.DataFrame, paper: dict) -> list[dict]:
+    ds = dataset_of(source)
+    out = []
+    for metric, column in METRICS.items():
+        if column not in sel:
+            continue
+        ok = sel[sel[column].notna()]
+        if ok.empty:
+            continue
+        mean, std, n = mean_std(ok[column].tolist())
+        ref = math.nan
+        if metric == "acc" and ds is not None:
+            ref = paper.get((*ds, volume, method, teachers_of(pair), student_of(pair)), math.nan)
+        out.append({
+            "table": table, "block": block, "source": source,
+            "dataset": ds[0] if ds else source, "subset": ds[1] if ds else "",
+            "volume": volume, "pair": pair, "teachers": teachers_of(pair), "student": student_of(pair),
+            "method": method, "metric": metric, "n": n, "mean": mean, "std": std,
+            "paper": ref, "diff": mean - ref if not math.isnan(ref) else math.nan,
+            "seeds": tuple(int(s) for s in ok["seed"]), "values": tuple(float(v) for v in ok[column]),
+            "run_ids": tuple(ok["run_id"]),
+        })
+    return out
+
+
+def _select(grid: pd.DataFrame, volume: str, pair: str, method: str) -> pd.DataFrame:
+    g = grid[(grid["volume"] == volume) & (grid["method"] == method)]
+    if method == "vt":  # one VT cell per (source, student): shared by every pair of that student
+        return g[g["student"] == student_of(pair)]
+    return g[g["pair"] == pair]
+
+
+def _block(table: str, block: str, source: str, grid: pd.DataFrame, teachers: pd.DataFrame,
+           pairs: list[str], methods: tuple[str, ...], paper: dict, full: bool) -> list[dict]:
+    rows: list[dict] = []
+    for pair in pairs:
+        if full:
+            arch = timm_name(student_of(pair))
+            rows += _cell(table, block, source, "full", pair, "vt", teachers[teachers["arch"] == arch], paper)
+        for volume in sorted(set(grid["volume"]), key=volume_key):
+            for method in methods:
+                rows += _cell(table, block, source, volume, pair, method, _select(grid, volume, pair, method),
+                              paper)
+    return rows
+
+
+def build_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame: one row per (block, volume, pair, method, metric) the study has values for."""
+    grid, teachers = _finished(runs, "grid"), _finished(runs, "teachers")
+    paper = paper_lookup()
+    rows: list[dict] = []
+    for source in sorted(set(grid["source"]), key=source_key):
+        g = grid[grid["source"] == source]
+        t = teachers[teachers["source"] == source] if not teachers.empty else teachers
+        pairs = sorted(set(g["pair"]), key=pair_key)
+        ensembles = [p for p in pairs if "+" in teachers_of(p)]
+        single = [p for p in pairs if teachers_of(p) and p not in ensembles]
+        # VT of a student with no single-teacher pair (VT only, or only ensembles): a row of its own
+        vt_only = set(g[g["method"] == "vt"]["student"]) - {student_of(p) for p in single}
+        single += [f"->{s}" for s in sorted(vt_only)]
+        ds = dataset_of(source)
+        table = "I-like" if ds is None else ("II" if ds[1] == "" else "I")
+        rows += _block(table, table_name(source), source, g, t, single, METHODS, paper, full=True)
+        if ensembles:
+            students = {student_of(p) for p in ensembles}
+            pairs3 = [p for p in pairs if student_of(p) in students and teachers_of(p)]
+            methods3 = tuple(m for m in METHODS if m != "vt" and (g[g["pair"].isin(ensembles)]["method"] == m).any())
+            rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, paper,
+                           full=False)
+    cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    return mark_best(cells)
+
+
+CELL_COLUMNS = ["table", "block", "source", "dataset", "subset", "volume", "pair", "teachers", "student",
+                "method", "metric", "n", "mean", "std", "paper", "diff", "seeds", "values", "run_ids"]
+
+
+def mark_best(cells: pd.DataFrame) -> pd.DataFrame:
+    """`best`: the highest mean of its group (best method per row; Table III: best pair per column)."""
+    cells = cells.copy()
+    cells["best"] = False
+    if cells.empty:
+        return cells
+    for (table, _b, _m, volume), group in cells.groupby(["table", "block", "metric", "volume"], sort=False):
+        keys = ["method"] if table == "III" else ["pair"]
+        for _, sub in group.groupby(keys, sort=False):
+            if len(sub) > 1:
+                cells.loc[sub.index, "best"] = sub["mean"] == sub["mean"].max()
+    return cells
+
+
+def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
+    """CKD against every other method of its row, and (Table III) ensemble against single teacher."""
+    rows = []
+    for (table, block, metric, volume, pair), row in cells.groupby(
+            ["table", "block", "metric", "volume", "pair"], sort=False):
+        by_method = {r.method: r for r in row.itertuples()}
+        if table != "III" and "ckd" in by_method:
+            a = by_method["ckd"]
+            for other in (m for m in METHODS if m != "ckd" and m in by_method):
+                rows.append(_compare(a, by_method[other], "ckd", other))
+        if table == "III" and "+" in teachers_of(pair):
+            singles = cells[(cells["block"] == block) & (cells["metric"] == metric) & (cells["volume"] == volume)
+                            & ~cells["teachers"].str.contains("+", regex=False)]
+            for b in singles.itertuples():
+                if b.method in by_method:
+                    rows.append(_compare(by_method[b.method], b, pair, b.pair))
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = ["table", "block", "source", "volume", "pair", "method", "metric", "a", "b", "n",
+                      "mean_diff", "low", "high", "p", "seeds", "text"]
+
+
+def _compare(a, b, a_label: str, b_label: str) -> dict:
+    res = paired(per_seed(a.seeds, a.values), per_seed(b.seeds, b.values))
+    return {"table": a.table, "block": a.block, "source": a.source, "volume": a.volume, "pair": a.pair,
+            "method": a.method, "metric": a.metric, "a": a_label, "b": b_label, "n": res.n,
+            "mean_diff": res.mean, "low": res.low, "high": res.high, "p": res.p, "seeds": res.seeds,
+            "text": res.text}
+
+
+def missing_paper(cells: pd.DataFrame, sources) -> tuple[pd.DataFrame, list[str]]:
+    """(paper cells on the study's datasets that it has no value for, paper blocks it did not run)."""
+    acc = cells[(cells["metric"] == "acc") & (cells["n"] > 0)] if not cells.empty else cells
+    have = {(r.dataset, r.subset, r.volume, r.method, r.teachers, r.student) for r in acc.itertuples()}
+    wanted = paper_cells(sources)
+    keys = zip(wanted["dataset"], wanted["subset"], wanted["volume"], wanted["method"], wanted["teachers"],
+               wanted["student"])
+    missing = wanted[[k not in have for k in keys]].reset_index(drop=True)
+    covered = {dataset_of(s) for s in sources} - {None}
+    blocks = paper_table()[["dataset", "subset"]].drop_duplicates()
+    not_run = [f"{d} {s}".strip() for d, s in zip(blocks["dataset"], blocks["subset"]) if (d, s) not in covered]
+    return missing, not_run
+
+
+@dataclass
+class TableView:
+    """One block and metric laid out for rendering: rows (volume, pair), columns methods."""
+    title: str
+    metric: str
+    methods: list[str]
+    rows: list[tuple[str, str]]
+    cells: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (volume, pair, method) -> cell
+    paper: dict[tuple[str, str, str], float] = field(default_factory=dict)  # paper numbers of empty cells
+    has_paper: bool = False
+
+
+def views(cells: pd.DataFrame) -> list[TableView]:
+    out = []
+    if cells.empty:
+        return out
+    paper = paper_lookup()
+    first = cells.drop_duplicates("block")  # blocks in the order build_cells made them; Table III last
+    blocks = [b for b, t in zip(first["block"], first["table"]) if t != "III"] + \
+        [b for b, t in zip(first["block"], first["table"]) if t == "III"]
+    for block in blocks:
+        for metric in METRICS:
+            sub = cells[(cells["block"] == block) & (cells["metric"] == metric)]
+            if sub.empty:
+                continue
+            methods = [m for m in METHODS if m in set(sub["method"])]
+            rows = sorted({(r.volume, r.pair) for r in sub.itertuples()},
+                          key=lambda vp: (volume_key(vp[0]), pair_key(vp[1])))
+            view = TableView(block, metric, methods, rows)
+            view.cells = {(r.volume, r.pair, r.method): r._asdict() for r in sub.itertuples()}
+            ds = dataset_of(sub["source"].iloc[0])
+            if metric == "acc" and ds is not None:
+                view.has_paper = True
+                for volume, pair in rows:
+                    for m in methods:
+                        ref = paper.get((*ds, volume, m, teachers_of(pair), student_of(pair)))
+                        if ref is not None and (volume, pair, m) not in view.cells:
+                            view.paper[(volume, pair, m)] = ref
+            out.append(view)
+    return out

@@ -1,0 +1,83 @@
+"""`study report` and `study explain`: thin click commands over `analysis`.
+
+Wired into the `study` group by `main.add_command(report)` / `main.add_command(explain)`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from trainables.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+workdir_option = click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+    help="The --workdir of `study run` (its MLflow DB is <workdir>/mlflow.db).")
+uri_option = click.option("--tracking-uri", default=None, help="MLflow tracking URI (overrides --workdir).")
+
+
+def _fail(exc: UserError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@click.command("report")
+@workdir_option
+@uri_option
+@click.option("--study", "study_name", default=None,
+              help="Study (MLflow experiment) name; default: the store's only study.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for report.md, tables, CSV and figures.")
+@click.option("--format", "formats", default="md,tex,csv,png", show_default=True,
+              help="Comma-separated subset of md, tex, csv, png.")
+@click.option("--curves", multiple=True, metavar="RUN_ID",
+              help="Also draw the training curves of this run (repeatable).")
+@click.option("--metric", default="test_acc", show_default=True, help="Metric of Fig. 2 and Fig. 4.")
+def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, curves, metric: str) -> None:
+    """Regenerate the paper's tables and figures from a study's MLflow runs, the paper beside them."""
+    from analysis.report import build_report, parse_formats
+    from analysis.runs import tracking_uri as resolve_uri
+
+    try:
+        rep = build_report(resolve_uri(workdir, tracking_uri), study_name, out, parse_formats(formats),
+                           curves=curves, metric=metric)
+    except UserError as exc:
+        _fail(exc)
+    n = len(rep.study.runs)
+    click.echo(f"study {rep.study.study!r}: {n} trial run(s), {int((rep.cells['metric'] == 'acc').sum())} "
+               f"table cell(s), {len(rep.missing)} paper cell(s) missing")
+    for path in rep.files:
+        click.echo(f"  {path}")
+    if (out / "report.md").is_file():
+        click.echo(f"open {out / 'report.md'}")
+
+
+@click.command("explain")
+@workdir_option
+@uri_option
+@click.option("--run", "run_id", required=True, help="A grid or teacher run with a model/model.pt artifact.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder of images; those under a real/ or fake/ folder are labelled.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--per-class", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Images per label (real, fake).")
+@click.option("--target", type=click.Choice(["label", "predicted", "fake", "real"]), default="label",
+              show_default=True, help="Class whose evidence the heatmap shows.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+def explain(workdir: Path, tracking_uri, run_id: str, images: Path, out: Path, per_class: int, target: str,
+            device: str) -> None:
+    """GradCAM++ heatmaps (the paper's Fig. 3) of a recorded checkpoint on real and fake images."""
+    from analysis.explain import explain_run
+    from analysis.runs import tracking_uri as resolve_uri
+
+    try:
+        result = explain_run(resolve_uri(workdir, tracking_uri), run_id, images, out, per_class=per_class,
+                             target=target, device=device)
+    except UserError as exc:
+        _fail(exc)
+    click.echo(f"run {run_id}: {result.arch} at {result.image_size} px, layer {result.layer}, "
+               f"{len(result.table)} heatmap(s) in {result.out}")
+    click.echo(result.table.to_string(index=False))

@@ -1,0 +1,209 @@
+"""A small MLflow store written with MlflowClient (no training), shared by the analysis tests,
+and the tests of reading it back (`analysis.runs`).
+
+Study `demo` (FF++ Deepfakes, pair xception->efficientnet, seeds 0-2):
+    volume 100: VT [.80 .82 .78], KD [.81 .84 .80], CKD [.85 .86 .83]; volume 10: VT [.55], CKD [.60]
+    test_auc = test_acc + 0.01; a teachers-stage efficientnet_b0 run (full VT) at 0.97;
+    an older duplicate of CKD/100/seed 2 (0.10, must be dropped); a FAILED KD run; sweep runs
+    without test metrics; ablations: efficiency (2 students x 3 volumes x 2 seeds), K (3 values x 2 seeds).
+Study `ens` (Celeb-DF, CKD at 100, seeds 0-1): efficientnet->mobilenet [.77 .79],
+    xception+efficientnet->mobilenet [.80 .80].
+Study `quick` (synthetic source): resnet->test_efficientnet VT [.70 .74], CKD [.75 .80] at volume 100,
+    and a teachers-stage test_resnet run (image_size 32) with a `model/model.pt` artifact.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import cast_param, load_study, metric_history, runs_frame, tracking_uri
+from trainables.errors import UserError
+from trainables.models import create_model, save_checkpoint
+
+T0 = 1_700_000_000_000
+_CACHE: dict[str, dict] = {}
+
+DEMO = {("vt", "100"): [0.80, 0.82, 0.78], ("kd", "100"): [0.81, 0.84, 0.80],
+        ("ckd", "100"): [0.85, 0.86, 0.83], ("vt", "10"): [0.55], ("ckd", "10"): [0.60]}
+ENS = {"efficientnet->mobilenet": [0.77, 0.79], "xception+efficientnet->mobilenet": [0.80, 0.80]}
+
+
+class Writer:
+    def __init__(self, client: MlflowClient, study: str):
+        self.client, self.study = client, study
+        self.exp = client.create_experiment(study)
+        self.clock = T0
+        self.parent = self.new_run({"kind": "parent", "study": study, "config_hash": "abc123",
+                                    "code_version": "deadbee"}, {}, {})
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "study.yaml").write_text(f"name: {study}\n# the demo config\n")
+            client.log_artifact(self.parent, str(Path(d) / "study.yaml"))
+        client.set_terminated(self.parent, "FINISHED")
+        self.trials = 0
+
+    def new_run(self, tags, params, metrics, status=None, start=None) -> str:
+        self.clock += 1000
+        run = self.client.create_run(self.exp, start_time=start or self.clock, tags=tags)
+        now = self.clock
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                              metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        if status:
+            self.client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    def trial(self, stage, source, pair, method, volume, seed, arch, metrics, *, status="FINISHED",
+              trial_id=None, start=None, k=32, extra=None) -> str:
+        self.trials += 1
+        teachers, student = pair.rsplit("->", 1)
+        tags = {"kind": "trial", "study": self.study, "stage": stage, "method": method,
+                "teachers": teachers if method != "vt" else "", "student": student, "pair": pair,
+                "volume": str(volume), "seed": str(seed), "source": source, "config_hash": "h",
+                "trial_id": trial_id or f"t{self.trials:04d}", "mlflow.parentRunId": self.parent,
+                "cell": f"{source}/{pair}/{method}/{volume}/{seed}", **(extra or {})}
+        params = {"method": method, "epochs": 3, "lr": 0.001, "lam": 0.1, "tau": 0.05, "k": k, "seed": seed,
+                  "symmetric": False, "arch": arch, "image_size": 32,
+                  "volume": volume if volume != "full" else None, "subset_seed": seed}
+        return self.new_run(tags, params, metrics, status=status, start=start)
+
+
+def acc_auc(acc: float) -> dict:
+    return {"test_acc": acc, "test_auc": acc + 0.01, "epoch": 2}
+
+
+def build_store(root: Path) -> dict:
+    uri = tracking_uri(root)
+    client = MlflowClient(tracking_uri=uri)
+    ids: dict = {"uri": uri, "root": root}
+
+    w = Writer(client, "demo")
+    src, pair = "Deepfakes", "xception->efficientnet"
+    for (method, volume), values in DEMO.items():
+        for seed, acc in enumerate(values):
+            tid = f"{method}-{volume}-{seed}"
+            if (method, volume, seed) == ("ckd", "100", 2):  # a resume left an older run of this trial
+                ids["stale"] = w.trial("grid", src, pair, method, volume, seed, "efficientnet_b0", acc_auc(0.10),
+                                       trial_id=tid, start=T0 - 10_000)
+            ids[(method, volume, seed)] = w.trial("grid", src, pair, method, volume, seed, "efficientnet_b0",
+                                                  acc_auc(acc), trial_id=tid)
+    ids["failed"] = w.trial("grid", src, pair, "kd", "100", 3, "efficientnet_b0", {}, status="FAILED",
+                            extra={"error": "RuntimeError: boom"})
+    for name, arch, acc in (("xception", "legacy_xception", 0.99), ("efficientnet", "efficientnet_b0", 0.97)):
+        w.trial("teachers", src, f"->{name}", "vt", "full", 0, arch, acc_auc(acc),
+                extra={"teacher_name": name, "student": name})
+    for i in range(2):
+        w.trial("sweep", src, pair, "ckd", "100", 0, "efficientnet_b0", {"val_auc": 0.7 + i / 10})
+    for student, arch, base in (("efficientnet", "efficientnet_b0", 0.6), ("mobilenet", "mobilenetv3_large_100", 0.5)):
+        for v_i, volume in enumerate((10, 100, 400)):
+            for seed in (0, 1):
+                w.trial("ablations", src, f"->{student}", "vt", volume, seed, arch,
+                        acc_auc(base + 0.1 * v_i + 0.02 * seed), extra={"ablation": "efficiency"})
+    for k_i, k in enumerate((4, 16, 64)):
+        for seed in (0, 1):
+            w.trial("ablations", src, pair, "ckd", 100, seed, "efficientnet_b0", acc_auc(0.80 + 0.01 * k_i + 0.01 * seed),
+                    k=k, extra={"ablation": "k", "k": str(k)})
+    curve = ids[("ckd", "100", 0)]
+    client.log_batch(curve, metrics=[Metric(key, v + 0.1 * step, T0 + step, step)
+                                     for step in range(3) for key, v in
+                                     (("train_loss", 1.0), ("train_ce", 0.6), ("val_acc", 0.5), ("val_auc", 0.55))])
+    ids["curve"] = curve
+
+    e = Writer(client, "ens")
+    for pair, values in ENS.items():
+        for seed, acc in enumerate(values):
+            ids[("ens", pair, seed)] = e.trial("grid", "Celeb-DF", pair, "ckd", "100", seed,
+                                               "mobilenetv3_large_100", acc_auc(acc))
+
+    q = Writer(client, "quick")
+    for method, values in (("vt", [0.70, 0.74]), ("ckd", [0.75, 0.80])):
+        for seed, acc in enumerate(values):
+            q.trial("grid", "synthetic", "resnet->test_efficientnet", method, "100", seed, "test_efficientnet",
+                    acc_auc(acc))
+    # a teacher with its checkpoint (Fig. 3): a tiny test_resnet at 32 px
+    ids["teacher"] = q.trial("teachers", "synthetic", "->resnet", "vt", "full", 0, "test_resnet", acc_auc(0.9),
+                             extra={"teacher_name": "resnet"})
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(create_model("test_resnet"), Path(d) / "model.pt")
+        client.log_artifact(ids["teacher"], str(Path(d) / "model.pt"), "model")
+    client.create_experiment("empty")
+    return ids
+
+
+def _fast_dir(tmp_path_factory) -> Path:
+    """SQLite syncs every MLflow write to disk (~20 ms each, 10 s for this store): in RAM where we can."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="ckd-analysis-", dir=shm))
+        atexit.register(shutil.rmtree, path, True)
+        return path
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def store(tmp_path_factory) -> dict:
+    """Built once per session, whichever test module asks first."""
+    if "store" not in _CACHE:
+        _CACHE["store"] = build_store(_fast_dir(tmp_path_factory))
+    return _CACHE["store"]
+
+
+# --- analysis.runs ------------------------------------------------------------------------
+
+def test_params_are_cast():
+    assert cast_param("10") == 10 and isinstance(cast_param("10"), int)
+    assert cast_param("0.05") == 0.05 and cast_param("1e-3") == 0.001
+    assert cast_param("True") is True and cast_param("False") is False
+    assert cast_param("None") is None and cast_param("xception") == "xception"
+
+
+def test_runs_frame_one_row_per_trial_latest_kept(store):
+    runs = load_study(store["uri"], "demo").runs
+    grid = runs[runs["stage"] == "grid"]
+    assert len(grid) == 3 + 3 + 3 + 1 + 1 + 1  # 11 trials + the FAILED one; the stale duplicate dropped
+    assert store["stale"] not in set(runs["run_id"])
+    row = runs[runs["run_id"] == store[("ckd", "100", 2)]].iloc[0]
+    assert row["test_acc"] == pytest.approx(0.83)
+    assert row["p_k"] == 32 and row["k"] == 32 and row["p_tau"] == 0.05 and not row["p_symmetric"]
+    assert row["seed"] == 2 and row["volume"] == "100" and row["volume_n"] == 100
+    assert row["arch"] == "efficientnet_b0" and row["image_size"] == 32
+    failed = runs[runs["status"] == "FAILED"].iloc[0]
+    assert failed["error"] == "RuntimeError: boom"
+
+
+def test_parent_config_and_code_version(store):
+    parent = load_study(store["uri"], "demo").parent
+    assert parent.tags["code_version"] == "deadbee"
+    assert parent.config_text.startswith("name: demo")
+
+
+def test_metric_history_per_epoch(store):
+    hist = metric_history(store["uri"], store["curve"])
+    val = hist[hist["key"] == "val_acc"]
+    assert val["step"].tolist() == [0, 1, 2]
+    assert val["value"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_unknown_empty_and_ambiguous_studies_are_clear_errors(store, tmp_path):
+    uri = store["uri"]
+    with pytest.raises(UserError, match=r"study 'nope' not found at tracking URI sqlite:///.*mlflow.db"):
+        load_study(uri, "nope")
+    with pytest.raises(UserError, match="study 'empty' at tracking URI .* has no trial runs"):
+        load_study(uri, "empty")
+    with pytest.raises(UserError, match=r"holds studies \['demo', 'empty', 'ens', 'quick'\]: choose one"):
+        load_study(uri, None)
+    missing = tracking_uri(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="no MLflow store at"):
+        load_study(missing, "demo")
+    assert not (tmp_path / "nowhere").exists()  # reading never creates a DB
+
+
+def test_runs_frame_of_nothing_is_empty():
+    assert runs_frame([]).empty

@@ -1,0 +1,159 @@
+"""End-to-end `study run` in a subprocess: a real local Ray, a real SQLite MLflow store."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STAGES = {"teachers", "sweep", "grid", "ablations"}
+
+
+def write_config(path: Path, root: Path, name: str, **changes) -> Path:
+    cfg = {
+        "name": name,
+        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0,
+                 "image_size": 32},
+        "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 2, "batch_size": 64}}],
+        "students": {"pairs": ["r->test_efficientnet"], "methods": ["vt", "kd", "rkd", "ckd"],
+                     "volumes": [10, 20], "seeds": [0], "hparams": {"epochs": 2, "min_steps": 4}},
+        "sweep": {"spaces": {"ckd": "ckd"}, "trials": 2, "volumes": [10], "max_eval_per_class": 30},
+        "ablations": {"k_values": [4], "k_volumes": [10], "efficiency_volumes": [10]},
+        "resources": {"cpu": 1},
+    }
+    for key, value in changes.items():
+        cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def study(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args, "--quiet"], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
+
+
+def runs(workdir: Path, name: str):
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[name])
+
+
+def children(frame):
+    return frame[frame["tags.kind"] == "trial"]
+
+
+def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    cfg = write_config(tmp_path / "s.yaml", synthetic_root, "e2e")
+    done = study("run", str(cfg), "--workdir", str(work))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri" in done.stdout and "study report" in done.stdout
+
+    frame = runs(work, "e2e")
+    parent = frame[frame["tags.kind"] == "parent"]
+    assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED"
+    kids = children(frame)
+    assert set(kids["status"]) == {"FINISHED"}
+    assert set(kids["tags.stage"]) == STAGES
+    assert (kids["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+    assert kids["tags.trial_id"].is_unique
+    # grid: 4 methods x 2 volumes x 1 seed, with test metrics, params and tags
+    grid = kids[kids["tags.stage"] == "grid"]
+    assert len(grid) == 8
+    for col in ("metrics.test_acc", "metrics.test_auc", "metrics.test_eer", "metrics.test_ap",
+                "metrics.test_video_auc", "metrics.val_acc", "params.tau", "params.lam", "params.k",
+                "params.batch_size", "params.lr", "params.kd_t", "tags.study", "tags.method",
+                "tags.teachers", "tags.student", "tags.volume", "tags.seed", "tags.source",
+                "tags.config_hash"):
+        assert grid[col].notna().all(), col
+    assert not any(c.startswith("metrics.config") or c.startswith("metrics.time_") for c in frame.columns)
+    # the sweep's best CKD values reached the grid's CKD cells
+    sweep = kids[kids["tags.stage"] == "sweep"]
+    assert len(sweep) == 2 and sweep["metrics.test_acc"].isna().all()  # never evaluated on test
+    ckd = grid[grid["tags.method"] == "ckd"]
+    assert set(ckd["params.tau"]) <= set(sweep["params.tau"])
+    # per-epoch history and artifacts
+    client = mlflow.MlflowClient()
+    run_id = grid["run_id"].iloc[0]
+    assert [m.step for m in client.get_metric_history(run_id, "val_auc")] == [0, 1]
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"trial.yaml", "model"}
+    teacher = kids[kids["tags.stage"] == "teachers"]
+    assert Path(teacher["tags.checkpoint_path"].iloc[0]).is_file()
+
+    # running it again without --resume is refused, and nothing changes
+    again = study("run", str(cfg), "--workdir", str(work))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert len(runs(work, "e2e")) == len(frame)
+
+    # a second study with the same teacher config reuses the finished teacher
+    cfg2 = write_config(tmp_path / "s2.yaml", synthetic_root, "e2e-vt",
+                        students={"pairs": ["r->test_efficientnet"], "methods": ["kd"], "volumes": [10],
+                                  "seeds": [0], "hparams": {"epochs": 1}},
+                        sweep={}, ablations={})
+    second = study("run", str(cfg2), "--workdir", str(work))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 reused" in second.stdout
+    kids2 = children(runs(work, "e2e-vt"))
+    assert set(kids2["tags.stage"]) == {"grid"}
+    assert kids2["params.teacher_checkpoints"].iloc[0] == teacher["tags.checkpoint_path"].iloc[0]
+
+
+def grid_only(tmp_path: Path, root: Path, name: str, epochs: int = 3, seeds=(0,)) -> Path:
+    return write_config(tmp_path / f"{name}.yaml", root, name, teachers=[],
+                        students={"pairs": ["test_efficientnet"], "methods": ["vt"], "volumes": [20],
+                                  "seeds": list(seeds), "hparams": {"epochs": epochs, "min_steps": 6}},
+                        sweep={}, ablations={}, grid={"hparams": "paper"})
+
+
+def test_crashed_trial_resumes_from_its_checkpoint_with_the_same_result(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    plain = study("run", str(grid_only(tmp_path, synthetic_root, "plain")), "--workdir", str(work))
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    marker = tmp_path / "fault-fired"
+    crashed = study("run", str(grid_only(tmp_path, synthetic_root, "crashed")), "--workdir", str(work),
+                    env={"CKD_STUDY_INJECT_FAULT": f"1:{marker}"})
+    assert crashed.returncode == 0, crashed.stderr[-3000:]
+    assert marker.exists()  # the fault did fire after epoch 1's checkpoint
+    a, b = children(runs(work, "plain")), children(runs(work, "crashed"))
+    assert len(b) == 1 and b["status"].iloc[0] == "FINISHED"
+    # the retried trial resumed from epoch 1 and ended exactly where the undisturbed one did
+    for metric in ("metrics.test_acc", "metrics.test_auc", "metrics.val_auc", "metrics.train_loss"):
+        assert a[metric].iloc[0] == pytest.approx(b[metric].iloc[0], abs=1e-6), metric
+    history = mlflow.MlflowClient().get_metric_history(b["run_id"].iloc[0], "train_loss")
+    assert sorted({m.step for m in history}) == [0, 1, 2]
+
+
+def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    cfg = grid_only(tmp_path, synthetic_root, "intr", epochs=6, seeds=(0, 1, 2, 3))
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work),
+                             "--quiet", "--max-concurrent", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    grid_dir = work / "ray" / "intr" / "grid"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(grid_dir.glob("*/checkpoint_000001")):
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert f"study run {cfg} --resume" in err
+    first = children(runs(work, "intr"))
+    assert "RUNNING" not in set(first["status"])  # left KILLED, not RUNNING forever
+
+    resumed = study("run", str(cfg), "--workdir", str(work), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = children(runs(work, "intr"))
+    assert len(final) == 4 and final["tags.trial_id"].is_unique  # reopened, not duplicated
+    assert set(final["status"]) == {"FINISHED"}
+    finished_before = set(first.loc[first["status"] == "FINISHED", "run_id"])
+    # finished trials were not re-run: their runs are untouched (same end time)
+    for run_id in finished_before:
+        before = first.loc[first["run_id"] == run_id, "end_time"].iloc[0]
+        after = final.loc[final["run_id"] == run_id, "end_time"].iloc[0]
+        assert before == after
