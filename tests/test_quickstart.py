@@ -1,0 +1,37 @@
+"""The README's main job: `study run` with no argument, then `study report` on its output."""
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
+def test_quickstart_then_report(tmp_path):
+    work = tmp_path / "runs"
+    run = subprocess.run([sys.executable, "-m", "study.cli", "run", "--workdir", str(work), "--quiet"],
+                         capture_output=True, text=True, timeout=1100, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "study quickstart: done" in run.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    frame = mlflow.search_runs(experiment_names=["quickstart"])
+    parent = frame[frame["tags.kind"] == "parent"]
+    kids = frame[frame["tags.kind"] == "trial"]
+    assert list(parent["status"]) == ["FINISHED"]
+    assert set(kids["status"]) == {"FINISHED"}  # nothing left RUNNING
+    assert set(kids["tags.stage"]) == {"teachers", "sweep", "grid", "ablations"}
+    grid = kids[kids["tags.stage"] == "grid"]
+    assert len(grid) == 4 * 2 * 2 and grid["metrics.test_acc"].notna().all()
+    teacher = kids[kids["tags.stage"] == "teachers"]
+    assert teacher["metrics.test_acc"].iloc[0] > 0.7  # the teacher learned the synthetic task
+
+    out = tmp_path / "report"
+    rep = subprocess.run([sys.executable, "-m", "study.cli", "report", "--workdir", str(work),
+                          "--study", "quickstart", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = (out / "report.md").read_text()
+    assert "synthetic" in text and "CKD" in text
+    for png in ("fig2_data_efficiency.png", "fig4_k.png"):
+        assert (out / png).stat().st_size > 5000
