@@ -34,6 +34,7 @@ class TeacherConfig:
     arch: str
     hparams: Mapping[str, Any]  # HParams fields (method is always vt)
     checkpoint: str | None = None  # reuse this file instead of training
+    weights: str | None = None  # initial weights (e.g. ImageNet) from a local file
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class StudentsConfig:
     volumes: tuple[int, ...]
     seeds: tuple[int, ...]
     hparams: Mapping[str, Any]
+    weights: Mapping[str, str] = field(default_factory=dict)  # student model -> initial weights file
 
 
 @dataclass(frozen=True)
@@ -256,20 +258,17 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         r = _Reader(file, f"teachers[{i}]", t)
         arch = r.get("arch", str)
         _model(r, "arch", arch)
-        ckpt = r.get("checkpoint", (str, type(None)), None)
-        if ckpt is not None:
-            ckpt = _expand(ckpt, workdir)
-            if not Path(ckpt).is_file():
-                raise r.error(r.key("checkpoint"), ckpt, "file does not exist")
-        r.check_keys({"name", "arch", "checkpoint", "hparams"})
-        teachers.append(TeacherConfig(r.get("name", str, arch), arch, _hparams(r, "hparams", method="vt"), ckpt))
+        ckpt, weights = (_file(r, key, workdir) for key in ("checkpoint", "weights"))
+        r.check_keys({"name", "arch", "checkpoint", "weights", "hparams"})
+        teachers.append(TeacherConfig(r.get("name", str, arch), arch, _hparams(r, "hparams", method="vt"),
+                                      ckpt, weights))
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise top.error("teachers", names, "teacher names must be unique (set 'name')")
 
     # students
     s = top.sub("students")
-    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams"})
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams", "weights"})
     pairs = []
     for i, p in enumerate(s.get("pairs", list)):
         m = PAIR_RE.match(p) if isinstance(p, str) else None
@@ -295,8 +294,14 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
             if not pair.teachers:
                 raise s.error(f"students.pairs[{i}]", pair.student,
                               f"methods {[m for m in methods if m != 'vt']} need a teacher: write 'teacher->student'")
+    student_weights = {}
+    w_reader = s.sub("weights", {})
+    for model in w_reader.mapping:
+        _model(w_reader, f"students.weights.{model}", model)
+        student_weights[model] = _file(w_reader, model, workdir)
     students = StudentsConfig(
-        tuple(pairs), methods, s.ints("volumes", even=True), s.ints("seeds", [0]), _hparams(s, "hparams"))
+        tuple(pairs), methods, s.ints("volumes", even=True), s.ints("seeds", [0]), _hparams(s, "hparams"),
+        student_weights)
 
     # sweep
     w = top.sub("sweep", {})
@@ -368,6 +373,17 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
         raw=raw)
+
+
+def _file(r: _Reader, key: str, workdir: Path) -> str | None:
+    """An optional path to an existing file (checkpoint, weights)."""
+    value = r.get(key, (str, type(None)), None)
+    if value is None:
+        return None
+    value = _expand(value, workdir)
+    if not Path(value).is_file():
+        raise r.error(r.key(key), value, "file does not exist")
+    return value
 
 
 def _model(r: _Reader, key: str, name: str) -> None:

@@ -46,7 +46,8 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
         for t in cfg.teachers:
             if t.checkpoint is not None:
                 continue
-            spec = {"role": "teacher", "arch": t.arch, "data": data, "image_size": cfg.image_size}
+            spec = {"role": "teacher", "arch": t.arch, "data": data, "image_size": cfg.image_size,
+                    "weights": t.weights}
             hp = {**t.hparams, "method": "vt"}
             cells.append(Cell("teachers", spec, hp, {
                 "method": "vt", "teachers": "", "teacher_name": t.name, "student": t.arch,
@@ -74,6 +75,7 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         "volume": volume, "subset_seed": seed,
         "teachers": [{"arch": r.arch, "checkpoint": r.checkpoint} for r in refs],
         "eval_splits": list(eval_splits), "max_eval_per_class": max_eval_per_class,
+        "weights": cfg.students.weights.get(student),
     }
     hp = {**cfg.students.hparams, **hparams, "method": method, "seed": seed}
     teacher_label = "+".join(pair.teachers) if (pair is not None and method != "vt") else ""

@@ -127,3 +127,20 @@ def test_cli_volume_larger_than_data_exits_2_before_any_write(tmp_path, syntheti
 def test_unknown_shipped_config_lists_the_shipped_ones(tmp_path):
     result = CliRunner().invoke(main, ["run", "nope", "--workdir", str(tmp_path)])
     assert result.exit_code == 2 and "quickstart" in result.output
+
+
+def test_initial_weights_reach_the_trial_specs(tmp_path):
+    from trainables.models import create_model, save_checkpoint
+
+    w = tmp_path / "imagenet.pt"
+    save_checkpoint(create_model("test_efficientnet"), w)
+    raw = tiny(tmp_path / "d")
+    raw["teachers"][0]["weights"] = str(w)
+    raw["students"]["weights"] = {"test_efficientnet": str(w)}
+    cfg = parse_config(raw, "cfg.yaml", tmp_path)
+    assert teacher_cells(cfg)[0].spec["weights"] == str(w)
+    teachers = {("synthetic", "r"): TeacherRef("test_resnet", "t.pt")}
+    assert {c.spec["weights"] for c in grid_cells(cfg, teachers, {("ckd", 10): {}})} == {str(w)}
+    raw["students"]["weights"] = {"test_efficientnet": str(tmp_path / "missing.pt")}
+    with pytest.raises(ConfigError, match=r"students.weights.test_efficientnet=.*missing.pt.*does not exist"):
+        parse_config(raw, "cfg.yaml", tmp_path)

@@ -42,6 +42,7 @@ class TrialSpec:
     teachers: tuple[TeacherRef, ...] = ()
     eval_splits: tuple[str, ...] = ("val", "test")
     max_eval_per_class: int | None = None  # cap the balanced val/test sets (sweeps)
+    weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
     device: str = "auto"
 
     @classmethod
@@ -117,7 +118,7 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     train = image_set(training_frame(spec, index), spec.image_size)
     val = image_set(eval_frame(spec, index, "val"), spec.image_size) if "val" in spec.eval_splits else None
     set_seed(hp.seed)  # the initial weights depend on the seed alone
-    model = create_model(spec.arch)
+    model = create_model(spec.arch, weights=spec.weights)
     teachers = load_teachers(spec.teachers) if spec.role == "student" and hp.method != "vt" else []
     device = pick_device(spec.device)
     result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume)

@@ -1,0 +1,91 @@
+"""The driver's MLflow callback, driven with stand-in trials (no Ray cluster needed)."""
+from dataclasses import dataclass, field
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.tracking import MLflowTrialCallback, Tracking
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict
+    checkpoint: object = None
+    error: str | None = None
+
+    def get_error(self):
+        return RuntimeError(self.error) if self.error else None
+
+
+def trial_config(method="ckd"):
+    return {"cell": {
+        "spec": {"role": "student", "arch": "test_resnet", "data": {"kind": "synthetic", "root": "/x"},
+                 "image_size": 32, "volume": 10, "subset_seed": 0, "teachers": [], "eval_splits": ["val", "test"]},
+        "hparams": {"method": method, "epochs": 2, "seed": 0},
+        "tags": {"stage": "grid", "method": method, "volume": "10", "seed": "0", "source": "synthetic",
+                 "cell": "c1", "config_hash": "abc"},
+    }, "tau": 0.2}
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    t = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    parent = t.start_parent("h", "name: s\n", "v1")
+    return t, parent
+
+
+def test_one_run_per_trial_reopened_after_resume(tracking):
+    t, parent = tracking
+    cb = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s")
+    trial = FakeTrial("t0001", trial_config())
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, {"epoch": 0, "val_auc": 0.6, "train_loss": 1.0, "time_total_s": 3.0,
+                                      "config/tau": 0.2, "node_ip": "127.0.0.1", "trial_id": "t0001"})
+    # the driver dies; a new driver restores the callback from Ray's pickle and resumes the trial
+    import pickle
+    cb2 = pickle.loads(pickle.dumps(cb))
+    cb2.on_trial_start(0, [], trial)
+    cb2.on_trial_result(0, [], trial, {"epoch": 1, "val_auc": 0.7, "test_acc": 0.65})
+    cb2.on_trial_complete(0, [], trial)
+
+    runs = t.children()
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["trial_id"] == "t0001"
+    assert run.data.tags["node_ip"] == "127.0.0.1"
+    assert run.data.params["tau"] == "0.2" and run.data.params["method"] == "ckd"
+    assert set(run.data.metrics) == {"epoch", "val_auc", "train_loss", "test_acc"}  # no time_*/config/* noise
+    history = MlflowClient(t.uri).get_metric_history(run.info.run_id, "val_auc")
+    assert [(m.step, m.value) for m in history] == [(0, 0.6), (1, 0.7)]
+
+
+def test_failed_trial_records_the_error(tracking):
+    t, parent = tracking
+    cb = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s")
+    trial = FakeTrial("t0002", trial_config(), error="Traceback ...\nTrainingDiverged: loss is nan at epoch 1")
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_error(0, [], trial)
+    run = t.children()[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "TrainingDiverged: loss is nan at epoch 1"
+    assert [a.path for a in MlflowClient(t.uri).list_artifacts(run.info.run_id)] == ["error.txt", "trial.yaml"]
+
+
+def test_interrupted_runs_are_marked_killed_and_parent_is_reused(tracking):
+    t, parent = tracking
+    cb = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s")
+    cb.on_trial_start(0, [], FakeTrial("t0003", trial_config()))
+    assert t.kill_running() == 1
+    assert t.children()[0].info.status == "KILLED"
+    assert t.start_parent("h", "", "v1") == parent  # a resume reuses the parent run
+
+
+def test_unreachable_tracking_uri_is_a_user_error(monkeypatch):
+    from trainables.errors import UserError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    t = Tracking("http://127.0.0.1:9", "s")  # nothing listens on the discard port
+    with pytest.raises(UserError, match="cannot be reached"):
+        t.check_reachable()
