@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
+from study.exits import EXIT_INTERRUPTED, EXIT_SOME_FAILED, fail
 from trainables.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def shipped_config(name: str) -> Path:
@@ -24,10 +23,6 @@ def shipped_config(name: str) -> Path:
     shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     raise UserError(f"config {name} does not exist (shipped configs: {shipped})")
 
-
-def fail(exc: UserError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_USER_ERROR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +63,7 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
     if summary.errors:
         click.echo(f"{summary.errors} trial(s) FAILED: their runs in MLflow hold the error "
                    f"(tag 'error'); rerun them with --resume", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)
 
 
 @main.command()

@@ -9,19 +9,13 @@ from pathlib import Path
 
 import click
 
+from study.exits import EXIT_INTERRUPTED, EXIT_SOME_FAILED, fail
 from trainables.errors import UserError
 
-EXIT_USER_ERROR = 2
-EXIT_SOME_FAILED = 1
-EXIT_INTERRUPTED = 130
 MAX_LISTED = 10
 
 FOLDER = click.Path(file_okay=False, path_type=Path)  # existence checked by the library, with a hint
 
-
-def fail(exc: UserError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_USER_ERROR)
 
 
 @click.command("extract")

@@ -4,24 +4,19 @@ Wired into the `study` group by `main.add_command(report)` / `main.add_command(e
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from study.exits import fail
 from trainables.errors import UserError
 
-EXIT_USER_ERROR = 2
 
 workdir_option = click.option(
     "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
     help="The --workdir of `study run` (its MLflow DB is <workdir>/mlflow.db).")
 uri_option = click.option("--tracking-uri", default=None, help="MLflow tracking URI (overrides --workdir).")
 
-
-def _fail(exc: UserError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_USER_ERROR)
 
 
 @click.command("report")
@@ -45,7 +40,7 @@ def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, cur
         rep = build_report(resolve_uri(workdir, tracking_uri), study_name, out, parse_formats(formats),
                            curves=curves, metric=metric)
     except UserError as exc:
-        _fail(exc)
+        fail(exc)
     n = len(rep.study.runs)
     click.echo(f"study {rep.study.study!r}: {n} trial run(s), {int((rep.cells['metric'] == 'acc').sum())} "
                f"table cell(s), {len(rep.missing)} paper cell(s) missing")
@@ -77,7 +72,7 @@ def explain(workdir: Path, tracking_uri, run_id: str, images: Path, out: Path, p
         result = explain_run(resolve_uri(workdir, tracking_uri), run_id, images, out, per_class=per_class,
                              target=target, device=device)
     except UserError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"run {run_id}: {result.arch} at {result.image_size} px, layer {result.layer}, "
                f"{len(result.table)} heatmap(s) in {result.out}")
     click.echo(result.table.to_string(index=False))

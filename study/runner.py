@@ -220,6 +220,7 @@ class StudyRunner:
         """Copy each finished teacher's weights to a stable path; record path and SHA-256."""
         folder = Path(self.storage) / "teachers"
         folder.mkdir(parents=True, exist_ok=True)
+        run_of = {r.data.tags.get("trial_id"): r.info.run_id for r in self.tracking.children("teachers")}
         for result in results:
             if result.error is not None or result.checkpoint is None:
                 continue
@@ -229,11 +230,10 @@ class StudyRunner:
                 tmp = dest.with_suffix(".tmp")
                 shutil.copyfile(Path(d) / MODEL_FILE, tmp)
                 os.replace(tmp, dest)
-            runs = self.tracking.children("teachers")
-            for run in runs:
-                if run.data.tags.get("trial_id") == result.metrics.get("trial_id"):
-                    self.tracking.client.set_tag(run.info.run_id, "checkpoint_path", str(dest))
-                    self.tracking.client.set_tag(run.info.run_id, "checkpoint_sha256", sha256_file(dest))
+            run_id = run_of.get(result.metrics.get("trial_id"))
+            if run_id is not None:
+                self.tracking.client.set_tag(run_id, "checkpoint_path", str(dest))
+                self.tracking.client.set_tag(run_id, "checkpoint_sha256", sha256_file(dest))
 
     def sweep(self, teachers) -> None:
         sw = self.cfg.sweep

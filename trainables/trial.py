@@ -16,7 +16,7 @@ from trainables.data import read_index
 from trainables.data.images import load_images
 from trainables.data.subsets import balanced_split, balanced_subset
 from trainables.engine import (
-    EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, set_seed, train_student,
+    EpochCallback, ImageSet, TrainResult, evaluate, pick_device, set_seed, train_student,
 )
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
