@@ -23,6 +23,8 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
     echo("")
     echo(f"study {cfg.name}: done")
     for s in summary.stages:
+        if not (s.trials or s.reused):
+            continue
         extra = f", {s.reused} reused" if s.reused else ""
         echo(f"  {s.name:<22} {s.trials:>3} trials, {s.errors} failed{extra}, {s.seconds:6.1f} s")
     for (method, volume), hp in sorted(summary.chosen.items()):

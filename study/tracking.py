@@ -121,10 +121,11 @@ class MLflowTrialCallback(tune.Callback):
         self.study, self.log_models = study, log_models
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._nodes: dict[str, list[str]] = {}
 
     def __getstate__(self):  # pickled into Ray's tuner.pkl: no client, no cache
         state = self.__dict__.copy()
-        state["_client"], state["_runs"] = None, {}
+        state["_client"], state["_runs"], state["_nodes"] = None, {}, {}
         return state
 
     @property
@@ -169,7 +170,12 @@ class MLflowTrialCallback(tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if METRIC_RE.match(k) and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        tags = [RunTag("node_ip", str(result["node_ip"]))] if "node_ip" in result else []
+        tags = [RunTag(k, str(result[k])) for k in ("node_ip", "node_id") if k in result]
+        if "node_id" in result:  # every node the trial ran on (it moves after a node dies)
+            nodes = self._nodes.setdefault(trial.trial_id, [])
+            if result["node_id"] not in nodes:
+                nodes.append(str(result["node_id"]))
+            tags.append(RunTag("node_ids", ",".join(nodes)))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

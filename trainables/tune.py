@@ -52,9 +52,20 @@ def _maybe_fault(epoch: int) -> None:
         raise InjectedFault(f"injected fault after epoch {epoch} ({FAULT_ENV})")
 
 
+def _node_id() -> dict[str, str]:
+    """Which Ray node runs this trial (the MLflow callback tags it)."""
+    try:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id()}
+    except Exception:  # outside Ray
+        return {}
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The one trainable of every stage (teachers, sweep, grid, ablations)."""
     spec, hp, _tags = split_config(config)
+    node = _node_id()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -70,7 +81,7 @@ def train_trial(config: dict[str, Any]) -> None:
             return  # the final report below carries this epoch, the test metrics and the model
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), Path(d) / STATE_FILE)
-            tune.report(dict(last), checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**last, **node}, checkpoint=tune.Checkpoint.from_directory(d))
         _maybe_fault(epoch)
 
     outcome = run_trial(spec, hp, on_epoch=on_epoch, resume=resume)
@@ -79,4 +90,4 @@ def train_trial(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         model = outcome.result.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
-        tune.report(_finite(final), checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report({**_finite(final), **node}, checkpoint=tune.Checkpoint.from_directory(d))

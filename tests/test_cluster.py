@@ -1,0 +1,91 @@
+"""A real multi-node Ray cluster on this machine (a head and two worker nodes, each its own
+raylet), `study run --address`, and a worker node removed while a trial runs on it."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials only on workers
+    try:
+        workers = [c.add_node(num_cpus=1) for _ in range(2)]
+        c.wait_for_nodes()
+        yield c, workers
+    finally:
+        c.shutdown()  # every raylet and worker this test started
+
+
+def config(tmp_path: Path, root: Path, name: str, seeds, epochs: int, steps: int = 2) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0, "image_size": 32},
+        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [20], "seeds": list(seeds),
+                     "hparams": {"epochs": epochs, "min_steps": steps * epochs}},
+        "grid": {"hparams": "paper"},
+        "storage_path": str(tmp_path / "shared"),  # the folder every node sees
+        "max_failures": 2,
+    }))
+    return path
+
+
+def study_cmd(cfg: Path, work: Path, address: str) -> list[str]:
+    return [sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet",
+            "--address", address]
+
+
+def trial_runs(work: Path, name: str):
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    frame = mlflow.search_runs(experiment_names=[name])
+    return frame[frame["tags.kind"] == "trial"].sort_values("tags.seed")
+
+
+def test_trials_land_on_several_nodes(cluster, tmp_path, synthetic_root):
+    c, _ = cluster
+    work = tmp_path / "w"
+    done = subprocess.run(study_cmd(config(tmp_path, synthetic_root, "spread", range(4), 2), work, c.address),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = trial_runs(work, "spread")
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert runs["tags.node_id"].nunique() == 2  # both worker nodes ran trials
+
+
+def test_worker_node_dies_mid_trial(cluster, tmp_path, synthetic_root):
+    c, workers = cluster
+    work = tmp_path / "w"
+    undisturbed = subprocess.run(study_cmd(config(tmp_path, synthetic_root, "plain", (0, 1), 6, steps=30), work, c.address),
+                                 capture_output=True, text=True, timeout=600)
+    assert undisturbed.returncode == 0, undisturbed.stderr[-3000:]
+
+    cfg = config(tmp_path, synthetic_root, "killed", (0, 1), 6, steps=30)
+    proc = subprocess.Popen(study_cmd(cfg, work, c.address), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    grid = tmp_path / "shared" / "killed" / "grid"
+    deadline = time.time() + 300
+    # both trials past their first epoch (older checkpoints are deleted: look for any later one)
+    while time.time() < deadline and len({p.parent for p in grid.glob("*/checkpoint_00000[1-4]")}) < 2:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()
+    c.remove_node(workers[0])  # the node and the trial on it are gone mid-training
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-2000:] + err[-3000:]
+
+    a, b = trial_runs(work, "plain"), trial_runs(work, "killed")
+    assert len(b) == 2 and set(b["status"]) == {"FINISHED"} and b["tags.trial_id"].is_unique
+    moved = b[b["tags.node_ids"].str.contains(",")]
+    assert len(moved) == 1  # one trial finished on the surviving node after its own died
+    for metric in ("metrics.test_acc", "metrics.test_auc", "metrics.val_auc", "metrics.train_loss"):
+        assert list(a[metric]) == pytest.approx(list(b[metric]), abs=1e-6), metric
+    history = mlflow.MlflowClient().get_metric_history(moved["run_id"].iloc[0], "train_loss")
+    assert sorted({m.step for m in history}) == list(range(6))
