@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import shutil
 import subprocess
 import time
@@ -31,7 +33,7 @@ from study.tracking import MLflowTrialCallback, Tracking
 from trainables.data.subsets import balanced_split
 from trainables.errors import UserError
 from trainables.hparams import HParams
-from trainables.models import sha256_file
+from trainables.models import create_model, sha256_file
 from trainables.trial import TeacherRef, dataset_index
 from trainables.tune import MODEL_FILE, train_trial
 
@@ -102,6 +104,26 @@ def preflight(cfg: StudyConfig) -> None:
                         f"but source {source!r} has {counts.get(label, 0)}: lower the volume")
         for split in ("val", "test"):
             balanced_split(index, split, seed=0)
+    for t in cfg.teachers:  # a given checkpoint must load into its architecture now, not in a trial
+        if t.checkpoint is not None:
+            try:
+                create_model(t.arch, weights=t.checkpoint)
+            except UserError as exc:
+                raise UserError(f"{cfg.path}: teacher {t.name!r}: {exc}") from None
+
+
+def check_address(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a host:port Ray address."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if match is None:  # "auto", "local", …: Ray resolves these itself
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach Ray at {address!r} ({exc.strerror or exc}): start the cluster "
+            "(`ray start --head`) or fix --address; on the head node use --address auto") from None
 
 
 @contextmanager
@@ -138,6 +160,8 @@ class StudyRunner:
     # --- the whole study -------------------------------------------------------
     def check(self) -> None:
         """Everything that can fail before a single write: reachability, clashes, data."""
+        if self.opts.address:
+            check_address(self.opts.address)
         self.tracking.check_reachable()
         exists = self.tracking.parent_run() is not None or Path(self.storage).exists()
         if exists and not self.opts.resume and self.opts.stage is None:

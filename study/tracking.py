@@ -40,8 +40,15 @@ class Tracking:
 
     def __init__(self, uri: str, study: str):
         self.uri, self.study = uri, study
-        self.client = MlflowClient(tracking_uri=uri)
+        self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use: opening a SQLite store creates the file."""
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
 
     def check_reachable(self) -> None:
         try:

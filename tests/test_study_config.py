@@ -144,3 +144,39 @@ def test_initial_weights_reach_the_trial_specs(tmp_path):
     raw["students"]["weights"] = {"test_efficientnet": str(tmp_path / "missing.pt")}
     with pytest.raises(ConfigError, match=r"students.weights.test_efficientnet=.*missing.pt.*does not exist"):
         parse_config(raw, "cfg.yaml", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["not_a_state_dict", "other_architecture"])
+def test_bad_teacher_checkpoint_exits_2_before_any_write(kind, tmp_path, synthetic_root):
+    import torch
+
+    from trainables.models import create_model, save_checkpoint
+
+    ckpt = tmp_path / "teacher.pt"
+    if kind == "not_a_state_dict":
+        torch.save([1, 2, 3], ckpt)
+    else:
+        save_checkpoint(create_model("test_efficientnet"), ckpt)  # saved for another architecture
+    raw = tiny(synthetic_root, sweep={})
+    raw["teachers"][0]["checkpoint"] = str(ckpt)
+    raw["grid"] = {"hparams": "paper"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    work = tmp_path / "work"
+    result = CliRunner().invoke(main, ["run", str(path), "--workdir", str(work)])
+    assert result.exit_code == 2, result.output
+    assert "teacher 'r'" in result.output and "teacher.pt" in result.output
+    assert not (work / "ray").exists()
+
+
+def test_unreachable_ray_address_exits_2_in_seconds(tmp_path, synthetic_root):
+    import time
+
+    raw = tiny(synthetic_root)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(main, ["run", str(path), "--workdir", str(tmp_path / "w"), "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "cannot reach Ray at '127.0.0.1:1'" in result.output
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "w").exists()  # nothing written, not even the MLflow DB
