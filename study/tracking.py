@@ -129,10 +129,11 @@ class MLflowTrialCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._nodes: dict[str, list[str]] = {}
+        self._finished: set[str] = set()
 
     def __getstate__(self):  # pickled into Ray's tuner.pkl: no client, no cache
         state = self.__dict__.copy()
-        state["_client"], state["_runs"], state["_nodes"] = None, {}, {}
+        state["_client"], state["_runs"], state["_nodes"], state["_finished"] = None, {}, {}, set()
         return state
 
     @property
@@ -148,7 +149,11 @@ class MLflowTrialCallback(tune.Callback):
                            f"tags.trial_id = '{trial.trial_id}' and tags.study = '{self.study}'")
         if found:
             run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")  # reopened after a resume
+            if found[0].info.status == "FINISHED":
+                # complete before the driver died; Ray only replays its end: leave the run as it is
+                self._finished.add(trial.trial_id)
+            else:
+                self.client.update_run(run_id, status="RUNNING")  # reopened after a resume
         else:
             run_id = self._create(trial)
         self._runs[trial.trial_id] = run_id
@@ -173,6 +178,8 @@ class MLflowTrialCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_id(trial)
+        if trial.trial_id in self._finished:
+            return
         now = int(time.time() * 1000)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
@@ -187,6 +194,8 @@ class MLflowTrialCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
+        if trial.trial_id in self._finished:
+            return
         if self.log_models and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as d:
                 if (Path(d) / MODEL_FILE).is_file():

@@ -89,3 +89,21 @@ def test_unreachable_tracking_uri_is_a_user_error(monkeypatch):
     t = Tracking("http://127.0.0.1:9", "s")  # nothing listens on the discard port
     with pytest.raises(UserError, match="cannot be reached"):
         t.check_reachable()
+
+
+def test_a_finished_run_is_left_alone_when_ray_replays_its_end(tracking):
+    t, parent = tracking
+    cb = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s")
+    trial = FakeTrial("t0004", trial_config())
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, {"epoch": 1, "test_acc": 0.6})
+    cb.on_trial_complete(0, [], trial)
+    end = t.children()[0].info.end_time
+    # a new driver restores the trial from its final checkpoint and replays its last result
+    replay = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s")
+    replay.on_trial_start(0, [], trial)
+    replay.on_trial_result(0, [], trial, {"epoch": 1, "test_acc": 0.6})
+    replay.on_trial_complete(0, [], trial)
+    run = t.children()[0]
+    assert run.info.status == "FINISHED" and run.info.end_time == end
+    assert len(MlflowClient(t.uri).get_metric_history(run.info.run_id, "test_acc")) == 1

@@ -7,6 +7,7 @@ The final report adds the test metrics and the model's weights (`model.pt`).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -21,6 +22,7 @@ from trainables.trial import TrialSpec, run_trial
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
+FINAL_FILE = "final.json"  # the final metrics, beside the model: the trial is complete
 # Fault injection for tests: "EPOCH:MARKER" makes a trial raise once after EPOCH's
 # checkpoint, unless the MARKER file exists (it is created when the fault fires).
 FAULT_ENV = "CKD_STUDY_INJECT_FAULT"
@@ -70,7 +72,12 @@ def train_trial(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            if (Path(d) / STATE_FILE).is_file():  # the final checkpoint holds only the model
+            if (Path(d) / FINAL_FILE).is_file():
+                # restored from its final checkpoint (a driver died before recording the end):
+                # the trial is complete; say so again instead of training it a second time
+                tune.report(json.loads((Path(d) / FINAL_FILE).read_text()))
+                return
+            if (Path(d) / STATE_FILE).is_file():
                 resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     last: dict[str, float] = {}
 
@@ -90,4 +97,6 @@ def train_trial(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         model = outcome.result.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
-        tune.report({**_finite(final), **node}, checkpoint=tune.Checkpoint.from_directory(d))
+        metrics = {**_finite(final), **node}
+        (Path(d) / FINAL_FILE).write_text(json.dumps(metrics))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,99 @@
+"""Faults a shared cluster inflicts: a SIGKILLed driver, many trials writing at once."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def write(tmp_path: Path, root: Path, name: str, seeds, epochs: int, steps: int, cpu: float = 1.0) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0, "image_size": 32},
+        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": list(seeds),
+                     "hparams": {"epochs": epochs, "min_steps": steps * epochs}},
+        "grid": {"hparams": "paper"},
+        "resources": {"cpu": cpu},
+    }))
+    return path
+
+
+def trial_runs(work: Path, name: str):
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    frame = mlflow.search_runs(experiment_names=[name])
+    return frame[frame["tags.kind"] == "trial"]
+
+
+def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    cfg = write(tmp_path, synthetic_root, "killed", range(4), epochs=4, steps=25)
+    cmd = [sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet",
+           "--max-concurrent", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # until one trial has finished and another is mid-way
+            if (work / "mlflow.db").exists():
+                runs = trial_runs(work, "killed") if _experiment(work, "killed") else None
+                if runs is not None and (runs["status"] == "FINISHED").sum() >= 1 \
+                        and (runs["status"] == "RUNNING").sum() >= 1:
+                    break
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _kill_group(proc.pid)  # the local Ray the driver started, orphaned by the kill
+    before = trial_runs(work, "killed")
+    assert "RUNNING" in set(before["status"])  # a killed driver cannot close its runs
+
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    after = trial_runs(work, "killed")
+    assert len(after) == 4 and after["tags.trial_id"].is_unique  # reopened, never duplicated
+    assert set(after["status"]) == {"FINISHED"}
+    for _, run in before[before["status"] == "FINISHED"].iterrows():  # finished trials not re-run
+        assert after.loc[after["run_id"] == run["run_id"], "end_time"].iloc[0] == run["end_time"]
+    for run_id in after["run_id"]:
+        steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")]
+        assert sorted(set(steps)) == [0, 1, 2, 3]
+
+
+def test_sixteen_concurrent_trials_one_sqlite_store(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    cfg = write(tmp_path, synthetic_root, "many", range(16), epochs=2, steps=3, cpu=0.125)
+    done = subprocess.run([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = trial_runs(work, "many")
+    assert len(runs) == 16 and set(runs["status"]) == {"FINISHED"}
+    client = mlflow.MlflowClient()
+    for run_id in runs["run_id"]:
+        for key in ("train_loss", "val_acc", "val_auc"):
+            assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1], key
+    for key in ("metrics.test_acc", "metrics.test_auc", "metrics.test_eer", "metrics.test_ap"):
+        assert runs[key].notna().all(), key
+
+
+def _experiment(work: Path, name: str) -> bool:
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    try:
+        return mlflow.get_experiment_by_name(name) is not None
+    except Exception:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    # Ray's own daemons of that session may have left the group: stop them by their session folder
+    subprocess.run(["pkill", "-9", "-f", f"ray.*{pid}"], check=False)
