@@ -1,0 +1,49 @@
+"""Safe by default: recorded checkpoints are verified, the UI binds loopback, no shell."""
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from study.cli import main
+from study.config import parse_config
+from study.plan import teacher_cells
+from study.runner import RunOptions, StudyRunner
+from trainables.errors import UserError
+from trainables.models import create_model, save_checkpoint, sha256_file
+
+
+def test_reused_teacher_checkpoint_is_verified_by_sha256(tmp_path):
+    raw = {
+        "name": "s", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "image_size": 32},
+        "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 1}}],
+        "students": {"pairs": ["r->test_resnet"], "methods": ["kd"], "volumes": [10]},
+        "grid": {"hparams": "paper"},
+    }
+    cfg = parse_config(raw, "s.yaml", tmp_path)
+    runner = StudyRunner(cfg, RunOptions(workdir=tmp_path))
+    cell = teacher_cells(cfg)[0]
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(create_model("test_resnet"), ckpt)
+    client = runner.tracking.client
+    run = client.create_run(runner.tracking.experiment_id, tags={
+        "stage": "teachers", "config_hash": cell.config_hash, "checkpoint_path": str(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt)})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert runner._finished_teacher(cell).checkpoint == str(ckpt)  # intact: reused
+
+    save_checkpoint(create_model("test_resnet"), ckpt)  # replaced behind our back
+    with pytest.raises(UserError, match="changed since it was recorded"):
+        runner._finished_teacher(cell)
+    ckpt.unlink()  # gone: retrained rather than trusted
+    assert runner._finished_teacher(cell) is None
+
+
+def test_ui_binds_loopback_and_passes_an_argument_list(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("os.execvp", lambda prog, argv: calls.append((prog, argv)))
+    result = CliRunner().invoke(main, ["ui", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    prog, argv = calls[0]
+    assert prog == "mlflow" and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
