@@ -26,7 +26,7 @@ class Cell:
 
     @property
     def config_hash(self) -> str:
-        spec = {k: v for k, v in self.spec.items() if k != "device"}
+        spec = {k: v for k, v in self.spec.items() if k not in ("device", "cache_dir")}  # where, not what
         return stable_hash({"spec": spec, "hparams": HParams.from_dict(self.hparams).to_dict()})
 
     def config(self) -> dict[str, Any]:
@@ -76,6 +76,8 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         "teachers": [{"arch": r.arch, "checkpoint": r.checkpoint} for r in refs],
         "eval_splits": list(eval_splits), "max_eval_per_class": max_eval_per_class,
         "weights": cfg.students.weights.get(student),
+        # teachers' outputs on this subset, computed once and shared by all trials of the study
+        "cache_dir": None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache",
     }
     hp = {**cfg.students.hparams, **hparams, "method": method, "seed": seed}
     teacher_label = "+".join(pair.teachers) if (pair is not None and method != "vt") else ""

@@ -84,6 +84,8 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     assert {a.path for a in client.list_artifacts(run_id)} >= {"trial.yaml", "model"}
     teacher = kids[kids["tags.stage"] == "teachers"]
     assert Path(teacher["tags.checkpoint_path"].iloc[0]).is_file()
+    # teachers' outputs were computed once per subset and shared on disk by the trials
+    assert len(list((work / "ray" / "e2e" / "teacher_cache").glob("*.pt"))) >= 2
 
     # running it again without --resume is refused, and nothing changes
     again = study("run", str(cfg), "--workdir", str(work))

@@ -3,8 +3,11 @@
 Images arrive as uint8 tensors (N, 3, S, S) held in memory; the only augmentation is a
 horizontal flip, so every teacher's outputs on the student subset are computed once per
 (image, flip) and reused by every step (`TeacherCache`): a distillation step costs about
-what a vanilla step costs. Runs are repeatable on the CPU for a seed, also across a
-resume from an epoch checkpoint (RNG states are part of the state).
+what a vanilla step costs. `trainables.teacher_cache` keeps these outputs on disk so all
+trials of a study share them; `train_student(..., cache_teachers=False)` runs the teachers
+on every step instead (same numbers, for measuring what the cache saves). Runs are
+repeatable on the CPU for a seed, also across a resume from an epoch checkpoint (RNG
+states are part of the state).
 """
 from __future__ import annotations
 
@@ -118,12 +121,29 @@ def flip_batch(images: Tensor, flips: Tensor) -> Tensor:
     return out
 
 
+def prepare_teacher(teacher: Detector, device: torch.device, hp: HParams) -> Detector:
+    """Frozen, in eval mode, on `device` in the run's memory format."""
+    return teacher.to(device).to(memory_format=memory_format(device, hp)).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def teacher_forward(teacher: Detector, x: Tensor, device: torch.device, hp: HParams) -> Outputs:
+    """A frozen teacher's float32 outputs on a normalised batch (as the cache stores them)."""
+    with autocast(device, hp):
+        z, logits = teacher(x)
+    return Outputs(logits=logits.float(), features=z.float())
+
+
 class TeacherCache:
     """Frozen teachers' outputs on the fixed student subset, once per (image, flip)."""
 
     def __init__(self, logits: Tensor, features: Tensor):
         self.logits = logits  # (F, M, C), F = 1 or 2 flips
         self.features = features  # (F, M, D)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[-1])
 
     @classmethod
     @torch.no_grad()
@@ -137,13 +157,26 @@ class TeacherCache:
             for start in range(0, len(images), batch_size):
                 x = images[start:start + batch_size]
                 x = x.flip(-1) if flipped else x
-                with autocast(device, hp):
-                    z, out = teacher(to_input(x, device, fmt))
-                lo.append(out.float())
-                fe.append(z.float())
+                out = teacher_forward(teacher, to_input(x, device, fmt), device, hp)
+                lo.append(out.logits)
+                fe.append(out.features)
             logits.append(torch.cat(lo))
             feats.append(torch.cat(fe))
         return cls(torch.stack(logits), torch.stack(feats))
+
+    def check(self, num_images: int, flip: bool, where: str = "teacher cache") -> None:
+        """Raise ValueError unless this cache covers `num_images` images with the run's flips."""
+        flips = 2 if flip else 1
+        lo, fe = self.logits, self.features
+        if lo.ndim != 3 or fe.ndim != 3 or tuple(lo.shape[:2]) != (flips, num_images) \
+                or tuple(fe.shape[:2]) != (flips, num_images):
+            raise ValueError(
+                f"{where}: logits {tuple(lo.shape)} / features {tuple(fe.shape)} do not cover "
+                f"{num_images} images x {flips} flip state(s) (flip={flip})"
+            )
+
+    def to(self, device: torch.device) -> "TeacherCache":
+        return TeacherCache(self.logits.to(device), self.features.to(device))
 
     def lookup(self, index: Tensor, flips: Tensor) -> Outputs:
         f = flips.long() if self.logits.shape[0] > 1 else torch.zeros_like(index)
@@ -221,31 +254,43 @@ def train_teacher(model: Detector, train: ImageSet, val: ImageSet | None, hp: HP
 def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet,
                   val: ImageSet | None, hp: HParams, *, device: str | torch.device = "auto",
                   on_epoch: EpochCallback | None = None, resume: dict | None = None,
-                  teacher_caches: Sequence[TeacherCache] | None = None) -> TrainResult:
+                  teacher_caches: Sequence[TeacherCache] | None = None,
+                  cache_teachers: bool = True) -> TrainResult:
     """Train `model` on `train` with `hp.method`'s loss; teachers stay frozen.
 
+    The teachers' outputs come from `teacher_caches` when given (one per teacher, e.g.
+    from `trainables.teacher_cache`; `teachers` may then be empty), else are computed
+    once here. `cache_teachers=False` runs every teacher on every step instead: the
+    same numbers, at the teachers' cost (benchmarks only).
     `resume` is a state returned by the callback's `state()`: training continues after
     its epoch with the same RNG streams, so the result equals an undisturbed run's.
     """
+    if teacher_caches is not None and not cache_teachers:
+        raise ValueError("teacher_caches were given with cache_teachers=False: pass one or the other")
     device = pick_device(device)
     configure_device(device)
     set_seed(hp.seed)
     fmt = memory_format(device, hp)
     model.to(device).to(memory_format=fmt).train()
+    sources = teacher_caches if teacher_caches is not None else teachers
     loss_fn = build_loss(hp, LossContext(
         student_dim=model.feature_dim,
-        teacher_dims=tuple(t.feature_dim for t in teachers) if hp.method != "vt" else (),
+        teacher_dims=tuple(t.feature_dim for t in sources) if hp.method != "vt" else (),
         train_labels=train.labels,
     )).to(device)
     caches: list[TeacherCache] = []
+    live: list[Detector] = []  # teachers run on every step (cache_teachers=False)
     if loss_fn.needs_teachers:
         if teacher_caches is not None:
             caches = list(teacher_caches)
+            for i, c in enumerate(caches):
+                c.check(len(train), hp.flip, where=f"teacher_caches[{i}]")
+        elif cache_teachers:
+            caches = [TeacherCache.compute(prepare_teacher(t, device, hp), train.images, device, hp)
+                      for t in teachers]
         else:
-            for t in teachers:
-                t.to(device).to(memory_format=fmt).eval().requires_grad_(False)
-                caches.append(TeacherCache.compute(t, train.images, device, hp))
-        caches = [TeacherCache(c.logits.to(device), c.features.to(device)) for c in caches]
+            live = [prepare_teacher(t, device, hp) for t in teachers]
+        caches = [c.to(device) for c in caches]
 
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = make_optimizer(params, hp)
@@ -274,7 +319,10 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet
             with autocast(device, hp):
                 z, logits = model(x)
             student = Outputs(logits=logits.float(), features=z.float())
-            teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
+            if live:
+                teacher_out = [teacher_forward(t, x, device, hp) for t in live]
+            else:
+                teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
             loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(

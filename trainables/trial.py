@@ -2,6 +2,8 @@
 
 This is what a Ray Tune trainable calls (`trainables/tune.py`), and what tests and
 benchmarks call without Ray. The config is converted once into `TrialSpec` + `HParams`.
+Teachers' outputs come from `trainables.teacher_cache` (shared on disk across a study's
+trials when `spec.cache_dir` is set): a teacher model is built only when they are missing.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from trainables.data import read_index
 from trainables.data.images import load_images
 from trainables.data.subsets import balanced_split, balanced_subset
 from trainables.engine import (
-    EpochCallback, ImageSet, TrainResult, evaluate, pick_device, set_seed, train_student,
+    EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, prepare_teacher,
+    set_seed, train_student,
 )
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
 from trainables.models import Detector, create_model
+from trainables.teacher_cache import TeacherStore, make_key
 
 ROLES = ("teacher", "student")
 
@@ -44,6 +48,7 @@ class TrialSpec:
     max_eval_per_class: int | None = None  # cap the balanced val/test sets (sweeps)
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
     device: str = "auto"
+    cache_dir: str | None = None  # teachers' outputs shared by the study's trials (teacher_cache.py)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "TrialSpec":
@@ -109,19 +114,40 @@ def load_teachers(refs: Sequence[TeacherRef]) -> list[Detector]:
     return teachers
 
 
+def teacher_outputs(spec: TrialSpec, hp: HParams, frame: pd.DataFrame, train: ImageSet,
+                    device: torch.device) -> list[TeacherCache]:
+    """Each teacher's outputs on the training subset: from memory or `spec.cache_dir` when
+    there, else computed (and stored). A teacher model is built only for a miss."""
+    store = TeacherStore(spec.cache_dir)
+    paths = [str(p) for p in frame["path"]]
+    caches = []
+    for ref in spec.teachers:
+        def compute(ref: TeacherRef = ref) -> TeacherCache:
+            teacher = prepare_teacher(load_teachers([ref])[0], device, hp)
+            return TeacherCache.compute(teacher, train.images, device, hp)
+
+        key = make_key(ref.arch, ref.checkpoint, paths, spec.image_size, hp, device)
+        caches.append(store.get_or_compute(key, compute))
+    return caches
+
+
 def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = None,
               resume: dict | None = None) -> TrialOutcome:
     """Train one model as `spec` says and evaluate it on the requested splits."""
     if spec.role == "student" and hp.method != "vt" and not spec.teachers:
         raise ConfigError(f"method {hp.method!r} needs at least one teacher checkpoint")
     index = dataset_index(spec.data)
-    train = image_set(training_frame(spec, index), spec.image_size)
+    frame = training_frame(spec, index)
+    train = image_set(frame, spec.image_size)
     val = image_set(eval_frame(spec, index, "val"), spec.image_size) if "val" in spec.eval_splits else None
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
-    teachers = load_teachers(spec.teachers) if spec.role == "student" and hp.method != "vt" else []
     device = pick_device(spec.device)
-    result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume)
+    caches = None
+    if spec.role == "student" and hp.method != "vt":
+        caches = teacher_outputs(spec, hp, frame, train, device)
+    result = train_student(model, [], train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
+                           teacher_caches=caches)
     metrics: dict[str, float] = {}
     if result.history:
         metrics.update({k: v for k, v in result.history[-1].items() if k.startswith("val_")})

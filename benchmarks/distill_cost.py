@@ -1,0 +1,122 @@
+"""What does distillation cost over vanilla training, with and without the teacher cache?
+
+    python benchmarks/distill_cost.py [--epochs 5] [--volume 200] [--teacher efficientnet_b0]
+        [--student mobilenetv3_small_050] [--size 64] [--repeats 3] [--study-trials 20]
+    python benchmarks/distill_cost.py --epochs 1 --volume 20 --teacher test_efficientnet \\
+        --student test_resnet --repeats 1          # smoke run, seconds
+
+The same student (same seed, same steps) is trained on a balanced subset of the
+synthetic dataset (64 px, CPU, random-init teacher: only the cost matters) with VT, KD,
+RKD and CKD. Each distillation method is timed as a trial of a study pays for it:
+- cache warm: the teacher's outputs are already in the study's cache folder (the 2nd..Nth
+  trial of a study; read from the file, as in a fresh worker) + training;
+- first trial: the cache folder is empty: build the teacher, run it on the subset (both
+  flips), write the file, then train;
+- amortised: (first + (N - 1) * warm) / N over a study of N = --study-trials trials;
+- uncached: build the teacher and run it on every step (`cache_teachers=False`).
+Each time is the median over --repeats, divided by VT's median. Ends with
+`RESULT kd_cached=… rkd_cached=… ckd_cached=… kd_uncached=… ckd_uncached=…`
+(ratios to VT, cache warm). The issue's target: <= 1.15 for KD and CKD with the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from trainables.data import read_index
+from trainables.data.subsets import balanced_subset
+from trainables.engine import set_seed, train_student
+from trainables.hparams import HParams
+from trainables.models import create_model, save_checkpoint
+from trainables.teacher_cache import clear_memory
+from trainables.trial import TeacherRef, TrialSpec, image_set, load_teachers, teacher_outputs
+
+METHODS = ("kd", "rkd", "ckd")
+MODES = ("first", "warm", "uncached")  # "first" fills the folder that "warm" then reads
+CPU = torch.device("cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--volume", type=int, default=200, help="balanced training images (even)")
+    ap.add_argument("--teacher", default="efficientnet_b0")
+    ap.add_argument("--student", default="mobilenetv3_small_050")
+    ap.add_argument("--size", type=int, default=64, help="image size (px)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per method and mode; the median counts")
+    ap.add_argument("--study-trials", type=int, default=20, help="N of the amortised first-trial cost")
+    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--root", default=None, help="dataset folder (default: a temporary one)")
+    args = ap.parse_args(argv)
+
+    root = args.root or str(Path(tempfile.gettempdir()) / f"ckd-synthetic-2400-{args.size}")
+    data = {"kind": "synthetic", "root": root, "num_images": 2400, "size": args.size, "seed": 0}
+    frame = balanced_subset(read_index(data), args.volume, seed=0)
+    train = image_set(frame, args.size)
+    work = Path(tempfile.mkdtemp(prefix="ckd-distill-cost-"))
+    try:
+        torch.manual_seed(0)
+        ckpt = work / "teacher.pt"
+        save_checkpoint(create_model(args.teacher), ckpt)  # random init: the cost is what we measure
+        spec = TrialSpec(role="student", arch=args.student, data=data, image_size=args.size,
+                         volume=args.volume, teachers=(TeacherRef(args.teacher, str(ckpt)),),
+                         eval_splits=(), cache_dir=str(work / "teacher_cache"))
+
+        def trial(method: str, mode: str) -> float:
+            """Seconds a trial spends on teacher outputs and training (not on evaluation)."""
+            hp = HParams(method=method, epochs=args.epochs, batch_size=args.batch_size, seed=0)
+            set_seed(0)
+            student = create_model(args.student)
+            clear_memory()  # each trial as in a fresh worker: warm = read from the folder
+            if mode == "first":
+                shutil.rmtree(spec.cache_dir, ignore_errors=True)
+            t0 = time.perf_counter()
+            if method == "vt":
+                train_student(student, [], train, None, hp, device=CPU)
+            elif mode == "uncached":
+                teachers = load_teachers(spec.teachers)
+                train_student(student, teachers, train, None, hp, device=CPU, cache_teachers=False)
+            else:
+                caches = teacher_outputs(spec, hp, frame, train, CPU)
+                train_student(student, [], train, None, hp, device=CPU, teacher_caches=caches)
+            return time.perf_counter() - t0
+
+        print(f"teacher {args.teacher}, student {args.student}, {args.size} px, {args.volume} images, "
+              f"{args.epochs} epochs, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+              f"median of {args.repeats}", flush=True)
+        trial("vt", "-")  # warm-up: first-call costs (allocator, kernels) count for no method
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.repeats):  # interleaved: drift on a shared machine hits every method alike
+            times.setdefault(("vt", "-"), []).append(trial("vt", "-"))
+            for method in METHODS:
+                for mode in MODES:
+                    times.setdefault((method, mode), []).append(trial(method, mode))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        vt = med[("vt", "-")]
+        n = args.study_trials
+        ratio = {k: v / vt for k, v in med.items()}
+        print(f"\nVT: {vt:.2f} s. Wall time / VT's (seconds in brackets):")
+        print(f"{'method':<8}{'cache warm':>16}{'first trial':>16}{f'amortised N={n}':>18}{'uncached':>16}")
+        for m in METHODS:
+            amortised = (med[(m, 'first')] + (n - 1) * med[(m, 'warm')]) / n
+            cells = [f"{ratio[(m, 'warm')]:.3f} ({med[(m, 'warm')]:.2f})",
+                     f"{ratio[(m, 'first')]:.3f} ({med[(m, 'first')]:.2f})",
+                     f"{amortised / vt:.3f} ({amortised:.2f})",
+                     f"{ratio[(m, 'uncached')]:.3f} ({med[(m, 'uncached')]:.2f})"]
+            print(f"{m:<8}{cells[0]:>16}{cells[1]:>16}{cells[2]:>18}{cells[3]:>16}")
+        print(f"RESULT kd_cached={ratio[('kd', 'warm')]:.3f} rkd_cached={ratio[('rkd', 'warm')]:.3f} "
+              f"ckd_cached={ratio[('ckd', 'warm')]:.3f} kd_uncached={ratio[('kd', 'uncached')]:.3f} "
+              f"ckd_uncached={ratio[('ckd', 'uncached')]:.3f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        clear_memory()
+
+
+if __name__ == "__main__":
+    main()
