@@ -1,7 +1,7 @@
 """What does distillation cost over vanilla training, with and without the teacher cache?
 
     python benchmarks/distill_cost.py [--epochs 5] [--volume 200] [--teacher efficientnet_b0]
-        [--student mobilenetv3_small_050] [--size 64] [--repeats 3] [--study-trials 20]
+        [--student mobilenetv3_small_050] [--size 64] [--repeats 3] [--study-trials 20] [--threads N]
     python benchmarks/distill_cost.py --epochs 1 --volume 20 --teacher test_efficientnet \\
         --student test_resnet --repeats 1          # smoke run, seconds
 
@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--study-trials", type=int, default=20, help="N of the amortised first-trial cost")
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--root", default=None, help="dataset folder (default: a temporary one)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's); 1 is steadier on a shared machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     root = args.root or str(Path(tempfile.gettempdir()) / f"ckd-synthetic-2400-{args.size}")
     data = {"kind": "synthetic", "root": root, "num_images": 2400, "size": args.size, "seed": 0}
@@ -98,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in MODES:
                     times.setdefault((method, mode), []).append(trial(method, mode))
         med = {k: statistics.median(v) for k, v in times.items()}
+        spread = max((max(v) - min(v)) / statistics.median(v) for v in times.values())
         vt = med[("vt", "-")]
         n = args.study_trials
         ratio = {k: v / vt for k, v in med.items()}
-        print(f"\nVT: {vt:.2f} s. Wall time / VT's (seconds in brackets):")
+        print(f"\nVT: {vt:.2f} s. Wall time / VT's (seconds in brackets); the widest spread of one "
+              f"method's runs was {100 * spread:.0f} % of its median")
         print(f"{'method':<8}{'cache warm':>16}{'first trial':>16}{f'amortised N={n}':>18}{'uncached':>16}")
         for m in METHODS:
             amortised = (med[(m, 'first')] + (n - 1) * med[(m, 'warm')]) / n

@@ -1,19 +1,23 @@
 """What does the harness (Ray Tune + MLflow callback + checkpoints) cost over plain PyTorch?
 
-    python benchmarks/harness_overhead.py [--smoke]
+    python benchmarks/harness_overhead.py [--threads 1] [--repeats 3] [--smoke]
 
 1. Throughput: the same VT training (test_resnet, 64 px, synthetic data) as a bare PyTorch
    loop in this process, and as a one-trial `study run` grid stage; prints the trial's
    training images/s (measured inside the trial) divided by the bare loop's.
-2. Scheduling: 16 short trials, 2 at a time, through a `study run` grid stage; the stage's
-   wall time against the same 16 trials run back to back without Ray (`run_trial`),
-   halved for the two slots: the rest, per trial, is the harness's overhead.
-Ends with `RESULT throughput_ratio=… overhead_s_per_trial=…`.
+2. Scheduling: 16 short trials of 1 CPU, 2 at a time, through a `study run` grid stage;
+   the stage's wall time against the same 16 trials run back to back without Ray
+   (`run_trial`, 1 torch thread as Ray gives a 1-CPU trial), halved for the two slots: the
+   rest, per trial, is the harness's overhead. It is split into the stage's start (Tuner
+   and worker processes, before the first MLflow run opens; paid once per stage) and the
+   steady per-trial part.
+Ends with `RESULT throughput_ratio=… overhead_s_per_trial=… stage_start_s=… steady_overhead_s_per_trial=…`.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -75,40 +79,64 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--volume", type=int, default=1000, help="training images of the throughput trial")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="bare loop / one-trial study alternations")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the bare loop = CPUs of the trial (default 1: the machine's other "
+                         "cores keep Ray's own processes off the measured threads)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.volume, args.epochs, args.trials = 40, 1, 4
+        args.volume, args.epochs, args.trials, args.repeats = 40, 1, 4, 1
     tmp = Path(tempfile.mkdtemp(prefix="ckd-harness-"))
     root = str(Path(tempfile.gettempdir()) / "ckd-synthetic-2400-64")
 
-    # 1. throughput of one trial against the bare loop (the bare loop runs twice: warm-up)
-    raw = study_config(root, "throughput", args.volume, args.epochs, 1, cpus=torch.get_num_threads())
+    # 1. throughput of one trial against the bare loop, alternated --repeats times (medians)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    raw = study_config(root, "throughput", args.volume, args.epochs, 1, cpus=args.threads)
     data = {k: v for k, v in raw["data"].items() if k != "image_size"}
     spec = TrialSpec(role="student", arch="test_resnet", data=data, image_size=64, volume=args.volume)
     hp = HParams(method="vt", epochs=args.epochs, batch_size=32, seed=0)
-    bare_loop(spec, hp.replace(epochs=1))
-    bare_ips = bare_loop(spec, hp)
-    _, runs = run_study(raw, tmp / "one", 1)
-    trial_ips = runs[0].data.metrics["train_images_per_s"]
-    print(f"bare PyTorch loop: {bare_ips:.0f} images/s; one-trial study: {trial_ips:.0f} images/s "
+    bare_loop(spec, hp.replace(epochs=1))  # warm-up
+    bare, trial = [], []
+    for r in range(args.repeats):
+        bare.append(bare_loop(spec, hp))
+        _, runs = run_study({**raw, "name": f"throughput{r}"}, tmp / f"one{r}", 1)
+        trial.append(runs[0].data.metrics["train_images_per_s"])
+    torch.set_num_threads(threads)
+    bare_ips, trial_ips = statistics.median(bare), statistics.median(trial)
+    print(f"{args.threads} thread(s), {args.repeats} alternations, medians: bare PyTorch loop {bare_ips:.0f} images/s "
+          f"{[round(b) for b in bare]}; one-trial study {trial_ips:.0f} images/s {[round(t) for t in trial]} "
           f"(ratio {trial_ips / bare_ips:.3f})")
 
-    # 2. scheduling overhead of N short trials, 2 at a time
+    # 2. scheduling overhead of N short trials, 2 at a time, each asking for 1 CPU (1 torch thread)
     short = study_config(root, "overhead", 20, 1, args.trials)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what Ray gives a trial of `cpu: 1`
     work_s = 0.0
-    for seed in range(args.trials):
-        t0 = time.perf_counter()
-        run_trial(TrialSpec(role="student", arch="test_resnet", data=data, image_size=64, volume=20,
-                            subset_seed=seed), hp.replace(epochs=1, seed=seed))
-        work_s += time.perf_counter() - t0
+    try:
+        for seed in range(-1, args.trials):  # seed -1: warm-up (decoding the data once, as each worker does)
+            t0 = time.perf_counter()
+            run_trial(TrialSpec(role="student", arch="test_resnet", data=data, image_size=64, volume=20,
+                                subset_seed=max(seed, 0)), hp.replace(epochs=1, seed=max(seed, 0)))
+            work_s += (time.perf_counter() - t0) if seed >= 0 else 0.0
+    finally:
+        torch.set_num_threads(threads)
     stage_s, runs = run_study(short, tmp / "many", 2)
+    assert len(runs) == args.trials
+    # MLflow runs open when a trial starts and close when it ends: before the first one opens,
+    # the stage starts its Tuner and the trials' worker processes (imports of torch, timm, ...)
+    span_s = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
     overhead = (stage_s - work_s / 2) / args.trials
-    print(f"{args.trials} trials: stage {stage_s:.1f} s with 2 slots; the same trials without Ray "
-          f"{work_s:.1f} s in a row ({work_s / args.trials:.2f} s each); overhead {overhead:.2f} s per trial "
-          f"(includes starting the stage's Tuner once)")
-    assert len(runs) == args.trials and not math.isnan(overhead)
-    print(f"RESULT throughput_ratio={trial_ips / bare_ips:.3f} overhead_s_per_trial={overhead:.3f}")
+    steady = (span_s - work_s / 2) / args.trials
+    print(f"{args.trials} trials of 1 CPU: stage {stage_s:.1f} s with 2 slots; the same trials without Ray "
+          f"{work_s:.1f} s in a row at 1 thread ({work_s / args.trials:.2f} s each), {work_s / 2:.1f} s on 2 slots")
+    print(f"  stage start (Tuner, worker processes and their imports) {stage_s - span_s:.1f} s; then "
+          f"{steady:.2f} s per trial beyond its own work")
+    print(f"  overhead {overhead:.2f} s per trial, the stage start shared by the {args.trials} trials")
+    assert not math.isnan(overhead)
+    print(f"RESULT throughput_ratio={trial_ips / bare_ips:.3f} overhead_s_per_trial={overhead:.3f} "
+          f"stage_start_s={stage_s - span_s:.2f} steady_overhead_s_per_trial={steady:.3f}")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class AblationsConfig:
 class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
+    loader_workers: int = 2  # DataLoader processes decoding a streamed teacher split (0: in the trial)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ class StudyConfig:
     storage_path: str
     max_failures: int = 2
     description: str = ""
+    # teachers' full train split read from disk each epoch instead of held in memory:
+    # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
+    stream: bool | str = "auto"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def teacher(self, name: str) -> TeacherConfig:
@@ -232,7 +236,10 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
     kind = d.get("kind", str)
     if kind not in READER_KINDS:
         raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
-    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources")}
+    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources", "stream")}
+    stream = d.mapping.get("stream", "auto")
+    if stream not in (True, False, "auto"):
+        raise d.error("data.stream", stream, "must be true, false or auto")
     for key in ("root", "json", "split_dir"):
         if key in data:
             data[key] = _expand(d.get(key, str), workdir)
@@ -350,8 +357,11 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
                                                             "it needs a teacher")
 
     res = top.sub("resources", {})
-    res.check_keys({"cpu", "gpu"})
-    resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0))
+    res.check_keys({"cpu", "gpu", "loader_workers"})
+    resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0),
+                          res.get("loader_workers", int, 2))
+    if resources.loader_workers < 0:
+        raise res.error("resources.loader_workers", resources.loader_workers, "must be >= 0 (0 decodes in the trial)")
     if resources.gpu < 0 or (resources.gpu > 1 and not float(resources.gpu).is_integer()):
         raise res.error("resources.gpu", resources.gpu, "a fraction in [0, 1] or a whole number of GPUs")
 
@@ -372,7 +382,7 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         teachers=tuple(teachers), students=students, sweep=sweep, grid=grid, ablations=ablations,
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        raw=raw)
+        stream=stream, raw=raw)
 
 
 def _file(r: _Reader, key: str, workdir: Path) -> str | None:

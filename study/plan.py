@@ -26,7 +26,8 @@ class Cell:
 
     @property
     def config_hash(self) -> str:
-        spec = {k: v for k, v in self.spec.items() if k not in ("device", "cache_dir")}  # where, not what
+        # where and how, not what: streaming decodes the same pixels as the in-memory path
+        spec = {k: v for k, v in self.spec.items() if k not in ("device", "cache_dir", "stream", "loader_workers")}
         return stable_hash({"spec": spec, "hparams": HParams.from_dict(self.hparams).to_dict()})
 
     def config(self) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
             if t.checkpoint is not None:
                 continue
             spec = {"role": "teacher", "arch": t.arch, "data": data, "image_size": cfg.image_size,
-                    "weights": t.weights}
+                    "weights": t.weights, "stream": cfg.stream, "loader_workers": cfg.resources.loader_workers}
             hp = {**t.hparams, "method": "vt"}
             cells.append(Cell("teachers", spec, hp, {
                 "method": "vt", "teachers": "", "teacher_name": t.name, "student": t.arch,

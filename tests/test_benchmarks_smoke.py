@@ -50,7 +50,8 @@ def test_ckd_step_smoke():
 def test_data_throughput_smoke(tmp_path):
     result = run_script("data_throughput", "--smoke", "--root", str(tmp_path / "data"))
     check(result, ["decode_ips", "memory_ips", "model_ips_test_resnet", "model_ips_mobilenetv3_small_050",
-                   "decode_ips_w1", "decode_ips_w2", "decode_ips_w4"])
+                   "decode_ips_w1", "decode_ips_w2", "decode_ips_w4", "stream_ips_w0", "stream_ips_w1",
+                   "stream_ips_w2", "stream_model_ips_test_resnet", "stream_model_ips_mobilenetv3_small_050"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the full benchmark")

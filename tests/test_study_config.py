@@ -77,6 +77,8 @@ def test_paper_configs_use_the_papers_hyperparameters(tmp_path):
     ({"ablations": {"k_values": [0, 8]}}, "K must be > 0"),
     ({"name": "a b"}, "name='a b'"),
     ({"resources": {"gpu": -1}}, "resources.gpu"),
+    ({"resources": {"loader_workers": -1}}, r"resources.loader_workers=-1: must be >= 0"),
+    ({"resources": {"loader_workers": 1.5}}, r"resources.loader_workers"),
 ])
 def test_config_errors_name_the_key(override, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
@@ -180,3 +182,21 @@ def test_unreachable_ray_address_exits_2_in_seconds(tmp_path, synthetic_root):
     assert result.exit_code == 2 and "cannot reach Ray at '127.0.0.1:1'" in result.output
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "w").exists()  # nothing written, not even the MLflow DB
+
+
+def test_teachers_stream_their_split_when_asked_and_the_choice_keeps_the_hash(tmp_path):
+    auto = teacher_cells(parse_config(tiny(tmp_path / "d", resources={"loader_workers": 3}), "cfg.yaml", tmp_path))[0]
+    assert (auto.spec["stream"], auto.spec["loader_workers"]) == ("auto", 3)
+    raw = tiny(tmp_path / "d")
+    raw["data"]["stream"] = True
+    streamed = teacher_cells(parse_config(raw, "cfg.yaml", tmp_path))[0]
+    assert streamed.spec["stream"] is True
+    raw["data"]["stream"] = False
+    cfg = parse_config(raw, "cfg.yaml", tmp_path)
+    in_memory = teacher_cells(cfg)[0]
+    assert in_memory.spec["stream"] is False and "stream" not in cfg.data  # not a reader key
+    # the same pixels either way: a teacher trained one way is reused by the other
+    assert in_memory.config_hash == streamed.config_hash
+    raw["data"]["stream"] = "yes"
+    with pytest.raises(ConfigError, match="data.stream='yes': must be true, false or auto"):
+        parse_config(raw, "cfg.yaml", tmp_path)

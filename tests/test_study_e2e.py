@@ -18,14 +18,15 @@ STAGES = {"teachers", "sweep", "grid", "ablations"}
 def write_config(path: Path, root: Path, name: str, **changes) -> Path:
     cfg = {
         "name": name,
+        # teachers stream their split from disk with DataLoader workers inside the Ray actors
         "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0,
-                 "image_size": 32},
+                 "image_size": 32, "stream": True},
         "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 2, "batch_size": 64}}],
         "students": {"pairs": ["r->test_efficientnet"], "methods": ["vt", "kd", "rkd", "ckd"],
                      "volumes": [10, 20], "seeds": [0], "hparams": {"epochs": 2, "min_steps": 4}},
         "sweep": {"spaces": {"ckd": "ckd"}, "trials": 2, "volumes": [10], "max_eval_per_class": 30},
         "ablations": {"k_values": [4], "k_volumes": [10], "efficiency_volumes": [10]},
-        "resources": {"cpu": 1},
+        "resources": {"cpu": 1, "loader_workers": 2},
     }
     for key, value in changes.items():
         cfg[key] = value
@@ -138,8 +139,11 @@ def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, syntheti
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     grid_dir = work / "ray" / "intr" / "grid"
     deadline = time.time() + 300
-    while time.time() < deadline and not list(grid_dir.glob("*/checkpoint_000001")):
-        time.sleep(0.5)
+    def past_epoch_0() -> bool:  # a trial has a checkpoint after epoch 0 (only the last one is kept)
+        return any(int(p.name.rsplit("_", 1)[1]) >= 1 for p in grid_dir.glob("*/checkpoint_*"))
+
+    while time.time() < deadline and not past_epoch_0():
+        time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)

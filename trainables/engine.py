@@ -17,13 +17,14 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.data.stream import BatchStream, FileSet
 from trainables.hparams import HParams
 from trainables.losses import LossContext, Outputs, build_loss
 from trainables.metrics import compute_metrics
@@ -183,6 +184,24 @@ class TeacherCache:
         return Outputs(logits=self.logits[f, index], features=self.features[f, index])
 
 
+TrainData = Union[ImageSet, FileSet]  # in memory (subsets) or streamed from disk (full splits)
+
+
+def image_batches(data: TrainData, index_batches: Sequence[Tensor], device: torch.device,
+                  stream: BatchStream | None = None) -> Iterator[Tensor]:
+    """uint8 images of each index batch, in order: sliced from memory, or decoded by
+    `stream` (a `BatchStream` over `data`, opened here when not given)."""
+    if isinstance(data, ImageSet):
+        return (data.images[idx] for idx in index_batches)
+    if stream is not None:
+        return stream.batches(index_batches)
+
+    def once() -> Iterator[Tensor]:
+        with BatchStream(data, pin_memory=device.type == "cuda") as s:
+            yield from s.batches(index_batches)
+    return once()
+
+
 def batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
     """`steps` index batches walking through fresh random permutations of range(n)."""
     batch_size = min(batch_size, n)
@@ -219,7 +238,7 @@ def make_scheduler(opt: torch.optim.Optimizer, hp: HParams, total_steps: int, wa
 
 
 @torch.no_grad()
-def predict(model: Detector, data: ImageSet, device: torch.device | str = "auto",
+def predict(model: Detector, data: TrainData, device: torch.device | str = "auto",
             hp: HParams | None = None, batch_size: int = 128) -> np.ndarray:
     """Fake probability of every image."""
     device = pick_device(device)
@@ -228,22 +247,23 @@ def predict(model: Detector, data: ImageSet, device: torch.device | str = "auto"
     was_training = model.training
     model.eval()
     probs = []
-    for start in range(0, len(data), batch_size):
+    order = [torch.arange(start, min(start + batch_size, len(data))) for start in range(0, len(data), batch_size)]
+    for images in image_batches(data, order, device):
         with autocast(device, hp):
-            _, logits = model(to_input(data.images[start:start + batch_size], device, fmt))
+            _, logits = model(to_input(images, device, fmt))
         probs.append(F.softmax(logits.float(), dim=1)[:, 1].cpu())
     model.train(was_training)
     return torch.cat(probs).numpy() if probs else np.zeros(0)
 
 
-def evaluate(model: Detector, data: ImageSet, device: torch.device | str = "auto",
+def evaluate(model: Detector, data: TrainData, device: torch.device | str = "auto",
              hp: HParams | None = None) -> dict[str, float]:
     """ACC/AUC/EER/AP (and video-level ones when video ids are known)."""
     probs = predict(model, data, device, hp)
     return compute_metrics(data.labels.numpy(), probs, data.videos)
 
 
-def train_teacher(model: Detector, train: ImageSet, val: ImageSet | None, hp: HParams, *,
+def train_teacher(model: Detector, train: TrainData, val: TrainData | None, hp: HParams, *,
                   device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
                   resume: dict | None = None) -> TrainResult:
     """Train a teacher (vanilla cross-entropy) on the full training split."""
@@ -251,8 +271,8 @@ def train_teacher(model: Detector, train: ImageSet, val: ImageSet | None, hp: HP
                          on_epoch=on_epoch, resume=resume)
 
 
-def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet,
-                  val: ImageSet | None, hp: HParams, *, device: str | torch.device = "auto",
+def train_student(model: Detector, teachers: Sequence[Detector], train: TrainData,
+                  val: TrainData | None, hp: HParams, *, device: str | torch.device = "auto",
                   on_epoch: EpochCallback | None = None, resume: dict | None = None,
                   teacher_caches: Sequence[TeacherCache] | None = None,
                   cache_teachers: bool = True) -> TrainResult:
@@ -281,6 +301,9 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet
     caches: list[TeacherCache] = []
     live: list[Detector] = []  # teachers run on every step (cache_teachers=False)
     if loss_fn.needs_teachers:
+        if not isinstance(train, ImageSet):
+            raise ValueError(f"method {hp.method!r} distils on a subset held in memory (ImageSet); "
+                             f"a streamed FileSet is for vanilla training of full splits")
         if teacher_caches is not None:
             caches = list(teacher_caches)
             for i, c in enumerate(caches):
@@ -309,54 +332,69 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: ImageSet
 
     labels_dev = train.labels.to(device)
     result = TrainResult(model)
-    for epoch in range(start_epoch, hp.epochs):
-        t0 = time.perf_counter()
-        total, parts_sum, seen = 0.0, {}, 0
-        for idx in batches(len(train), hp.batch_size, per_epoch, gen):
-            flips = (torch.rand(len(idx), generator=gen) < 0.5) if hp.flip else torch.zeros(len(idx), dtype=torch.bool)
-            x = to_input(flip_batch(train.images[idx], flips), device, fmt)
-            idx_dev = idx.to(device)
-            with autocast(device, hp):
-                z, logits = model(x)
-            student = Outputs(logits=logits.float(), features=z.float())
-            if live:
-                teacher_out = [teacher_forward(t, x, device, hp) for t in live]
-            else:
-                teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
-            loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
-                    f"lower lr ({hp.lr}) or raise tau ({hp.tau})"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
-            seen += len(idx)
-        result.seconds += time.perf_counter() - t0
-        result.images_seen += seen
-        metrics = {"epoch": epoch, "train_loss": total / seen, "lr": sched.get_last_lr()[0]}
-        metrics.update({f"train_{k}": v / seen for k, v in parts_sum.items()})
-        if val is not None and len(val):
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
-            model.train()
-        result.history.append(metrics)
-        if on_epoch is not None:
-            def state(epoch=epoch) -> dict:
-                """A deep copy: later steps must not change a saved state."""
-                return copy.deepcopy({
-                    "epoch": epoch,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "loss": {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                })
-            on_epoch(epoch, metrics, state)
+    stream = BatchStream(train, pin_memory=device.type == "cuda") if isinstance(train, FileSet) else None
+    try:
+        for epoch in range(start_epoch, hp.epochs):
+            t0 = time.perf_counter()
+            total, parts_sum, seen = 0.0, {}, 0
+            plan = _plan_epoch(len(train), hp, per_epoch, gen)
+            for (idx, flips), images in zip(plan, image_batches(train, [i for i, _ in plan], device, stream)):
+                # uint8 to the device first (pinned when streamed on CUDA), flipped there
+                x = to_input(flip_batch(images.to(device, non_blocking=True), flips.to(device)), device, fmt)
+                idx_dev = idx.to(device)
+                with autocast(device, hp):
+                    z, logits = model(x)
+                student = Outputs(logits=logits.float(), features=z.float())
+                if live:
+                    teacher_out = [teacher_forward(t, x, device, hp) for t in live]
+                else:
+                    teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
+                loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
+                        f"lower lr ({hp.lr}) or raise tau ({hp.tau})"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+                seen += len(idx)
+            result.seconds += time.perf_counter() - t0
+            result.images_seen += seen
+            metrics = {"epoch": epoch, "train_loss": total / seen, "lr": sched.get_last_lr()[0]}
+            metrics.update({f"train_{k}": v / seen for k, v in parts_sum.items()})
+            if val is not None and len(val):
+                metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
+                model.train()
+            result.history.append(metrics)
+            if on_epoch is not None:
+                def state(epoch=epoch) -> dict:
+                    """A deep copy: later steps must not change a saved state."""
+                    return copy.deepcopy({
+                        "epoch": epoch,
+                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "loss": {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                    })
+                on_epoch(epoch, metrics, state)
+    finally:
+        if stream is not None:
+            stream.close()
     model.eval()
     return result
+
+
+def _plan_epoch(n: int, hp: HParams, steps: int, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+    """The epoch's (index batch, flips) pairs, drawn from `gen` in step order."""
+    plan = []
+    for idx in batches(n, hp.batch_size, steps, gen):
+        flips = (torch.rand(len(idx), generator=gen) < 0.5) if hp.flip else torch.zeros(len(idx), dtype=torch.bool)
+        plan.append((idx, flips))
+    return plan

@@ -16,6 +16,7 @@ import torch
 
 from trainables.data import read_index
 from trainables.data.images import load_images
+from trainables.data.stream import FileSet
 from trainables.data.subsets import balanced_split, balanced_subset
 from trainables.engine import (
     EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, prepare_teacher,
@@ -27,6 +28,8 @@ from trainables.models import Detector, create_model
 from trainables.teacher_cache import TeacherStore, make_key
 
 ROLES = ("teacher", "student")
+# stream="auto" streams a teacher's split when it would take more than this decoded (uint8)
+STREAM_ABOVE_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class TrialSpec:
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
     device: str = "auto"
     cache_dir: str | None = None  # teachers' outputs shared by the study's trials (teacher_cache.py)
+    stream: bool | str = False  # a teacher's full split decoded from disk each epoch (data/stream.py); or "auto"
+    loader_workers: int = 2  # DataLoader worker processes when streaming
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "TrialSpec":
@@ -64,6 +69,10 @@ class TrialSpec:
         spec = cls(**values)
         if spec.role not in ROLES:
             raise ConfigError(f"trial spec: role={spec.role!r} is not one of {list(ROLES)}")
+        if spec.stream not in (True, False, "auto"):
+            raise ConfigError(f"trial spec: stream={spec.stream!r} must be true, false or 'auto'")
+        if spec.loader_workers < 0:
+            raise ConfigError(f"trial spec: loader_workers={spec.loader_workers} must be >= 0")
         return spec
 
 
@@ -93,6 +102,19 @@ def image_set(frame: pd.DataFrame, size: int) -> ImageSet:
     """Decode a frame's images (kept in memory across trials of one worker)."""
     images = _images(tuple(frame["path"]), size)
     return ImageSet(images, torch.tensor(frame["label"].to_numpy(), dtype=torch.long), list(frame["video"]))
+
+
+def file_set(frame: pd.DataFrame, size: int, workers: int) -> FileSet:
+    """A frame's images left on disk, decoded batch by batch while training."""
+    return FileSet(list(frame["path"]), torch.tensor(frame["label"].to_numpy(), dtype=torch.long), size,
+                   list(frame["video"]), workers=workers)
+
+
+def streams(spec: TrialSpec, num_images: int) -> bool:
+    """Whether a split of `num_images` is streamed from disk rather than decoded into memory."""
+    if spec.stream == "auto":
+        return num_images * 3 * spec.image_size ** 2 > STREAM_ABOVE_BYTES
+    return bool(spec.stream)
 
 
 def training_frame(spec: TrialSpec, index: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +160,13 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
         raise ConfigError(f"method {hp.method!r} needs at least one teacher checkpoint")
     index = dataset_index(spec.data)
     frame = training_frame(spec, index)
-    train = image_set(frame, spec.image_size)
-    val = image_set(eval_frame(spec, index, "val"), spec.image_size) if "val" in spec.eval_splits else None
+    streamed = spec.role == "teacher" and streams(spec, len(frame))  # subsets always in memory
+
+    def split_set(frame: pd.DataFrame):
+        return file_set(frame, spec.image_size, spec.loader_workers) if streamed else image_set(frame, spec.image_size)
+
+    train = split_set(frame)
+    val = split_set(eval_frame(spec, index, "val")) if "val" in spec.eval_splits else None
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
@@ -154,6 +181,6 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     elif val is not None:  # resumed after the last epoch: evaluate the restored model
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
     if "test" in spec.eval_splits:
-        test = image_set(eval_frame(spec, index, "test"), spec.image_size)
+        test = split_set(eval_frame(spec, index, "test"))
         metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device, hp).items()})
     return TrialOutcome(result, metrics)

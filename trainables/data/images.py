@@ -55,7 +55,7 @@ def decode(path: str, size: int) -> np.ndarray:
             rgb = to_rgb(img, path)
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), Image.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
+            return np.array(rgb, dtype=np.uint8)  # a writable copy (torch.from_numpy warns otherwise)
     except DataError:
         raise
     except FileNotFoundError:
