@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import get_space
-from study.config import StudyConfig
+from study.config import Resources, StudyConfig
 from study.plan import (
     STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
@@ -147,6 +147,13 @@ def ray_session(address: str | None, verbose: int = 1):
     finally:
         if started:
             ray.shutdown()
+
+
+def trial_resources(res: Resources) -> dict[str, float]:
+    """What each trial asks Ray for. A fractional `gpu` packs several trials on one GPU
+    (Ray sets CUDA_VISIBLE_DEVICES; the trial's device "auto" then picks CUDA); `gpu: 0`
+    keeps a trial on the CPU even on a GPU node."""
+    return {"cpu": res.cpu, "gpu": res.gpu}
 
 
 class StudyRunner:
@@ -305,8 +312,7 @@ class StudyRunner:
     # --- one Tuner ---------------------------------------------------------------
     def _fit(self, name: str, param_space: dict, stage: StageSummary, expected: int, *,
              search_alg=None, scheduler=None, num_samples: int = 1, log_models: bool = False):
-        res = self.cfg.resources
-        trainable = tune.with_resources(train_trial, {"cpu": res.cpu, "gpu": res.gpu})
+        trainable = tune.with_resources(train_trial, trial_resources(self.cfg.resources))
         path = f"{self.storage}/{name}"
         t0 = time.perf_counter()
         if tune.Tuner.can_restore(path):

@@ -1,0 +1,83 @@
+"""The CUDA-only speed paths (bf16 autocast, channels_last, cudnn.benchmark, pinned memory,
+GPU fractions per trial) exist and fall back to plain CPU behaviour here."""
+import contextlib
+
+import pytest
+import torch
+
+from study.config import Resources, parse_config
+from study.runner import trial_resources
+from trainables import engine
+from trainables.data.stream import FileSet
+from trainables.engine import autocast, configure_device, memory_format, pick_device, to_input
+from trainables.hparams import HParams
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_autocast_is_bf16_on_cuda_only():
+    assert isinstance(autocast(CPU, HParams(amp=True)), contextlib.nullcontext)
+    assert isinstance(autocast(CUDA, HParams(amp=False)), contextlib.nullcontext)
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
+        ctx = autocast(CUDA, HParams(amp=True))  # built here without CUDA (it disables itself)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16 and ctx.device == "cuda"
+
+
+def test_channels_last_on_cuda_only():
+    assert memory_format(CPU, HParams(channels_last=True)) == torch.contiguous_format
+    assert memory_format(CUDA, HParams(channels_last=True)) == torch.channels_last
+    assert memory_format(CUDA, HParams(channels_last=False)) == torch.contiguous_format
+    x = to_input(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), CPU, memory_format(CPU, HParams()))
+    assert x.is_contiguous()
+
+
+def test_cudnn_benchmark_is_left_alone_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
+    configure_device(CPU)
+    assert torch.backends.cudnn.benchmark is False
+    configure_device(CUDA)  # only flags: safe without a GPU
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_auto_device_is_the_cpu_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == CUDA
+    assert pick_device("cpu") == CPU
+
+
+def test_streamed_batches_are_pinned_for_cuda_only(monkeypatch):
+    seen = []
+
+    class Recorder:
+        def __init__(self, data, pin_memory=False):
+            seen.append(pin_memory)
+
+        def batches(self, order):
+            return iter(())
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(engine, "BatchStream", Recorder)
+    data = FileSet(["a.png"], torch.tensor([0]), 8, workers=0)
+    list(engine.image_batches(data, [torch.tensor([0])], CPU))
+    list(engine.image_batches(data, [torch.tensor([0])], CUDA))
+    assert seen == [False, True]
+
+
+def test_gpu_fractions_reach_the_trials(tmp_path):
+    raw = {
+        "name": "g", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "num_images": 480, "size": 32},
+        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": [0]},
+        "resources": {"cpu": 2, "gpu": 0.25},
+    }
+    cfg = parse_config(raw, "g.yaml", tmp_path)
+    assert trial_resources(cfg.resources) == {"cpu": 2.0, "gpu": 0.25}  # 4 students share one GPU
+    assert trial_resources(Resources()) == {"cpu": 1.0, "gpu": 0.0}
