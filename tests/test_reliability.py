@@ -29,6 +29,8 @@ def write(tmp_path: Path, root: Path, name: str, seeds, epochs: int, steps: int,
 def trial_runs(work: Path, name: str):
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     frame = mlflow.search_runs(experiment_names=[name])
+    if "tags.kind" not in frame.columns:  # no run yet (the frame has no tag columns then)
+        return frame
     return frame[frame["tags.kind"] == "trial"]
 
 
@@ -37,14 +39,19 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, syn
     cfg = write(tmp_path, synthetic_root, "killed", range(4), epochs=4, steps=25)
     cmd = [sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet",
            "--max-concurrent", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    grid = work / "ray" / "killed" / "grid"
     try:
         deadline = time.time() + 300
         while time.time() < deadline:  # until one trial has finished and another is mid-way
-            if (work / "mlflow.db").exists():
-                runs = trial_runs(work, "killed") if _experiment(work, "killed") else None
-                if runs is not None and (runs["status"] == "FINISHED").sum() >= 1 \
-                        and (runs["status"] == "RUNNING").sum() >= 1:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            # read MLflow only once the Tuner started: the driver has set up the store by then
+            # (two processes creating a new SQLite store at once may collide)
+            if grid.exists():
+                runs = trial_runs(work, "killed")
+                if (runs["status"] == "FINISHED").sum() >= 1 and (runs["status"] == "RUNNING").sum() >= 1:
                     break
             time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)
@@ -52,7 +59,7 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, syn
     finally:
         _kill_group(proc.pid)  # the local Ray the driver started, orphaned by the kill
     before = trial_runs(work, "killed")
-    assert "RUNNING" in set(before["status"])  # a killed driver cannot close its runs
+    assert "RUNNING" in set(before["status"]), log.read_text()[-3000:]  # a killed driver cannot close its runs
 
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
@@ -80,14 +87,6 @@ def test_sixteen_concurrent_trials_one_sqlite_store(tmp_path, synthetic_root):
             assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1], key
     for key in ("metrics.test_acc", "metrics.test_auc", "metrics.test_eer", "metrics.test_ap"):
         assert runs[key].notna().all(), key
-
-
-def _experiment(work: Path, name: str) -> bool:
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    try:
-        return mlflow.get_experiment_by_name(name) is not None
-    except Exception:
-        return False
 
 
 def _kill_group(pid: int) -> None:
