@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
+from studies import grid_study, trial_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -26,28 +26,14 @@ def cluster():
 
 
 def config(tmp_path: Path, root: Path, name: str, seeds, epochs: int, steps: int = 2) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name,
-        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0, "image_size": 32},
-        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [20], "seeds": list(seeds),
-                     "hparams": {"epochs": epochs, "min_steps": steps * epochs}},
-        "grid": {"hparams": "paper"},
-        "storage_path": str(tmp_path / "shared"),  # the folder every node sees
-        "max_failures": 2,
-    }))
-    return path
+    return grid_study(tmp_path, root, name, seeds, epochs, steps, volume=20,
+                      storage_path=str(tmp_path / "shared"),  # the folder every node sees
+                      max_failures=2)
 
 
 def study_cmd(cfg: Path, work: Path, address: str) -> list[str]:
     return [sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet",
             "--address", address]
-
-
-def trial_runs(work: Path, name: str):
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    frame = mlflow.search_runs(experiment_names=[name])
-    return frame[frame["tags.kind"] == "trial"].sort_values("tags.seed")
 
 
 def test_trials_land_on_several_nodes(cluster, tmp_path, synthetic_root):
@@ -81,7 +67,7 @@ def test_worker_node_dies_mid_trial(cluster, tmp_path, synthetic_root):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-2000:] + err[-3000:]
 
-    a, b = trial_runs(work, "plain"), trial_runs(work, "killed")
+    a, b = (trial_runs(work, name).sort_values("tags.seed") for name in ("plain", "killed"))
     assert len(b) == 2 and set(b["status"]) == {"FINISHED"} and b["tags.trial_id"].is_unique
     moved = b[b["tags.node_ids"].str.contains(",")]
     assert len(moved) == 1  # one trial finished on the surviving node after its own died

@@ -8,30 +8,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
+from studies import grid_study, trial_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def write(tmp_path: Path, root: Path, name: str, seeds, epochs: int, steps: int, cpu: float = 1.0) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name,
-        "data": {"kind": "synthetic", "root": str(root), "num_images": 480, "size": 32, "seed": 0, "image_size": 32},
-        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": list(seeds),
-                     "hparams": {"epochs": epochs, "min_steps": steps * epochs}},
-        "grid": {"hparams": "paper"},
-        "resources": {"cpu": cpu},
-    }))
-    return path
-
-
-def trial_runs(work: Path, name: str):
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    frame = mlflow.search_runs(experiment_names=[name])
-    if "tags.kind" not in frame.columns:  # no run yet (the frame has no tag columns then)
-        return frame
-    return frame[frame["tags.kind"] == "trial"]
+    return grid_study(tmp_path, root, name, seeds, epochs, steps, volume=10, resources={"cpu": cpu})
 
 
 def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, synthetic_root):
