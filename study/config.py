@@ -238,7 +238,7 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
     data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources", "stream")}
     stream = d.mapping.get("stream", "auto")
-    if stream not in (True, False, "auto"):
+    if stream not in (True, False, "auto"):  # trainables.trial.STREAM_MODES (importing it loads the engine)
         raise d.error("data.stream", stream, "must be true, false or auto")
     for key in ("root", "json", "split_dir"):
         if key in data:

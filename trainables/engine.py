@@ -340,15 +340,15 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
             plan = _plan_epoch(len(train), hp, per_epoch, gen)
             for (idx, flips), images in zip(plan, image_batches(train, [i for i, _ in plan], device, stream)):
                 # uint8 to the device first (pinned when streamed on CUDA), flipped there
-                x = to_input(flip_batch(images.to(device, non_blocking=True), flips.to(device)), device, fmt)
-                idx_dev = idx.to(device)
+                idx_dev, flips_dev = idx.to(device), flips.to(device)
+                x = to_input(flip_batch(images.to(device, non_blocking=True), flips_dev), device, fmt)
                 with autocast(device, hp):
                     z, logits = model(x)
                 student = Outputs(logits=logits.float(), features=z.float())
                 if live:
                     teacher_out = [teacher_forward(t, x, device, hp) for t in live]
                 else:
-                    teacher_out = [c.lookup(idx_dev, flips.to(device)) for c in caches]
+                    teacher_out = [c.lookup(idx_dev, flips_dev) for c in caches]
                 loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(

@@ -28,6 +28,7 @@ from trainables.models import Detector, create_model
 from trainables.teacher_cache import TeacherStore, make_key
 
 ROLES = ("teacher", "student")
+STREAM_MODES = (True, False, "auto")  # TrialSpec.stream / a study's data.stream
 # stream="auto" streams a teacher's split when it would take more than this decoded (uint8)
 STREAM_ABOVE_BYTES = 2 * 1024**3
 
@@ -69,7 +70,7 @@ class TrialSpec:
         spec = cls(**values)
         if spec.role not in ROLES:
             raise ConfigError(f"trial spec: role={spec.role!r} is not one of {list(ROLES)}")
-        if spec.stream not in (True, False, "auto"):
+        if spec.stream not in STREAM_MODES:
             raise ConfigError(f"trial spec: stream={spec.stream!r} must be true, false or 'auto'")
         if spec.loader_workers < 0:
             raise ConfigError(f"trial spec: loader_workers={spec.loader_workers} must be >= 0")
