@@ -1,8 +1,11 @@
 """Small VT-only grid studies on the shared synthetic data, and their trial runs, for the
-tests that start `study run` in a subprocess (cluster, reliability)."""
+tests that start `study run` in a subprocess (cluster, reliability); and how such a test ends
+the processes it started."""
+import signal
 from pathlib import Path
 
 import mlflow
+import psutil
 import yaml
 
 
@@ -29,3 +32,31 @@ def trial_runs(work: Path, name: str):
     if "tags.kind" not in frame.columns:  # no run yet (the frame has no tag columns then)
         return frame
     return frame[frame["tags.kind"] == "trial"]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL process `pid` and every process it started (a driver's local Ray: GCS, raylet,
+    dashboard, workers), found by parent id, never by name. The tree is read before the kill,
+    and the survivors' children again after it: an orphan's parent id becomes 1."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    late = []  # started by a descendant between the read and its kill
+    for proc in tree[1:]:
+        try:
+            late += proc.children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for proc in late:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree[1:] + late, timeout=30)  # not the root: its Popen reaps it (and its exit code)

@@ -1,5 +1,11 @@
 """A real multi-node Ray cluster on this machine (a head and two worker nodes, each its own
-raylet), `study run --address`, and a worker node removed while a trial runs on it."""
+raylet), `study run --address`, and a worker node removed while a trial runs on it.
+
+Each worker node has one CPU and each trial asks for one, so two trials that run at the same
+time must run on two nodes. Ray does not run short trials at the same time by itself (a reused
+actor may take every trial in turn), so the trials wait for each other before training
+(`trainables.tune.BARRIER_ENV`): two of them provably run at once.
+"""
 import subprocess
 import sys
 import time
@@ -9,13 +15,17 @@ import mlflow
 import pytest
 from studies import grid_study, trial_runs
 
+from trainables.tune import BARRIER_ENV
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
-def cluster():
+def cluster(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    # set before the nodes start: their raylets, and so the trials' workers, inherit it
+    monkeypatch.setenv(BARRIER_ENV, f"2:{tmp_path / 'barrier'}")
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials only on workers
     try:
         workers = [c.add_node(num_cpus=1) for _ in range(2)]
@@ -37,14 +47,16 @@ def study_cmd(cfg: Path, work: Path, address: str) -> list[str]:
 
 
 def test_trials_land_on_several_nodes(cluster, tmp_path, synthetic_root):
-    c, _ = cluster
+    c, nodes = cluster
     work = tmp_path / "w"
     done = subprocess.run(study_cmd(config(tmp_path, synthetic_root, "spread", range(4), 2), work, c.address),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     runs = trial_runs(work, "spread")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
-    assert runs["tags.node_id"].nunique() == 2  # both worker nodes ran trials
+    # two trials ran at once (the barrier), each needing a node's only CPU: both nodes, never the head
+    workers = {n.node_id for n in nodes}
+    assert set(runs["tags.node_id"]) == workers
 
 
 def test_worker_node_dies_mid_trial(cluster, tmp_path, synthetic_root):

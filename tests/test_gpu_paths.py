@@ -1,6 +1,7 @@
 """The CUDA-only speed paths (bf16 autocast, channels_last, cudnn.benchmark, pinned memory,
 GPU fractions per trial) exist and fall back to plain CPU behaviour here."""
 import contextlib
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,14 +32,60 @@ def test_channels_last_on_cuda_only():
     assert x.is_contiguous()
 
 
-def test_cudnn_benchmark_is_left_alone_on_cpu(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
+NEW_TF32_API = hasattr(torch.backends, "fp32_precision")  # torch >= 2.9; mixing the two raises
+
+
+def backend_flags() -> dict:
+    """The global flags `configure_device` may touch, by value (on current torch the TF32
+    ones are served by `__getattr__`: monkeypatch cannot restore them)."""
+    if NEW_TF32_API:
+        return {"benchmark": torch.backends.cudnn.benchmark,
+                "matmul": torch.backends.cuda.matmul.fp32_precision,
+                "conv": torch.backends.cudnn.conv.fp32_precision}
+    return {"benchmark": torch.backends.cudnn.benchmark,
+            "matmul": torch.backends.cuda.matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
+
+
+def restore_backend_flags(flags: dict) -> None:
+    torch.backends.cudnn.benchmark = flags["benchmark"]
+    if NEW_TF32_API:
+        torch.backends.cuda.matmul.fp32_precision = flags["matmul"]
+        torch.backends.cudnn.conv.fp32_precision = flags["conv"]
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = flags["matmul"]
+        torch.backends.cudnn.allow_tf32 = flags["conv"]
+
+
+@pytest.fixture
+def saved_backend_flags():
+    saved = backend_flags()
+    try:
+        yield saved
+    finally:
+        restore_backend_flags(saved)
+    assert backend_flags() == saved
+
+
+def test_cudnn_and_tf32_flags_are_left_alone_on_cpu(saved_backend_flags):
+    restore_backend_flags({"benchmark": False, **({"matmul": "ieee", "conv": "ieee"} if NEW_TF32_API
+                                                  else {"matmul": False, "conv": False})})
+    before = backend_flags()
     configure_device(CPU)
-    assert torch.backends.cudnn.benchmark is False
+    assert backend_flags() == before
     configure_device(CUDA)  # only flags: safe without a GPU
-    assert torch.backends.cudnn.benchmark is True
+    after = backend_flags()
+    assert after["benchmark"] is True
+    assert (after["matmul"], after["conv"]) == (("tf32", "tf32") if NEW_TF32_API else (True, True))
+
+
+def test_older_torch_gets_the_allow_tf32_flags():
+    """torch < 2.9 has no `fp32_precision`: a stand-in for its `torch.backends`."""
+    old = SimpleNamespace(cudnn=SimpleNamespace(benchmark=False, allow_tf32=False),
+                          cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False)))
+    configure_device(CPU, backends=old)
+    assert (old.cudnn.benchmark, old.cudnn.allow_tf32, old.cuda.matmul.allow_tf32) == (False, False, False)
+    configure_device(CUDA, backends=old)
+    assert (old.cudnn.benchmark, old.cudnn.allow_tf32, old.cuda.matmul.allow_tf32) == (True, True, True)
 
 
 def test_auto_device_is_the_cpu_without_cuda(monkeypatch):

@@ -139,11 +139,20 @@ def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, syntheti
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     grid_dir = work / "ray" / "intr" / "grid"
     deadline = time.time() + 300
-    def past_epoch_0() -> bool:  # a trial has a checkpoint after epoch 0 (only the last one is kept)
-        return any(int(p.name.rsplit("_", 1)[1]) >= 1 for p in grid_dir.glob("*/checkpoint_*"))
 
-    while time.time() < deadline and not past_epoch_0():
-        time.sleep(0.1)
+    def one_done_one_running() -> bool:
+        # read MLflow only once the Tuner started: the driver has set up the store by then
+        if not grid_dir.exists():
+            return False
+        frame = runs(work, "intr")
+        if "tags.kind" not in frame.columns:  # no run yet
+            return False
+        status = list(children(frame)["status"])
+        return status.count("FINISHED") >= 1 and status.count("RUNNING") >= 1
+
+    while time.time() < deadline and not one_done_one_running():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -158,6 +167,7 @@ def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, syntheti
     assert len(final) == 4 and final["tags.trial_id"].is_unique  # reopened, not duplicated
     assert set(final["status"]) == {"FINISHED"}
     finished_before = set(first.loc[first["status"] == "FINISHED", "run_id"])
+    assert finished_before  # one trial had finished before the interrupt: the check below has work
     # finished trials were not re-run: their runs are untouched (same end time)
     for run_id in finished_before:
         before = first.loc[first["run_id"] == run_id, "end_time"].iloc[0]

@@ -84,12 +84,20 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_device(device: torch.device) -> None:
-    """GPU-only speed settings; nothing happens on the CPU."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+def configure_device(device: torch.device, backends=torch.backends) -> None:
+    """GPU-only speed settings (cudnn autotuning, TF32 matmuls and convolutions); nothing
+    happens on the CPU. torch >= 2.9 has `fp32_precision` settings and raises when they are
+    mixed with the older `allow_tf32` flags, which are all that older versions of the
+    supported range have: use one interface, the newest there is."""
+    if device.type != "cuda":
+        return
+    backends.cudnn.benchmark = True
+    if hasattr(backends, "fp32_precision"):
+        backends.cuda.matmul.fp32_precision = "tf32"
+        backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        backends.cuda.matmul.allow_tf32 = True
+        backends.cudnn.allow_tf32 = True
 
 
 def autocast(device: torch.device, hp: HParams):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ FINAL_FILE = "final.json"  # the final metrics, beside the model: the trial is c
 # Fault injection for tests: "EPOCH:MARKER" makes a trial raise once after EPOCH's
 # checkpoint, unless the MARKER file exists (it is created when the fault fires).
 FAULT_ENV = "CKD_STUDY_INJECT_FAULT"
+# For tests: "N:DIR" makes every trial wait, before it trains, until N trials have started
+# (each leaves a file in DIR), so that N trials provably run at the same time.
+BARRIER_ENV = "CKD_STUDY_TEST_BARRIER"
+BARRIER_TIMEOUT_S = 300.0
 
 
 class InjectedFault(RuntimeError):
@@ -54,6 +59,22 @@ def _maybe_fault(epoch: int) -> None:
         raise InjectedFault(f"injected fault after epoch {epoch} ({FAULT_ENV})")
 
 
+def _maybe_wait_for_peers() -> None:
+    spec = os.environ.get(BARRIER_ENV)
+    if not spec:
+        return
+    n, folder = spec.split(":", 1)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{os.getpid()}-{time.time_ns()}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(folder.iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{BARRIER_ENV}: only {len(list(folder.iterdir()))} of {n} trials "
+                               f"started within {BARRIER_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
+
+
 def _node_id() -> dict[str, str]:
     """Which Ray node runs this trial (the MLflow callback tags it)."""
     try:
@@ -67,6 +88,7 @@ def _node_id() -> dict[str, str]:
 def train_trial(config: dict[str, Any]) -> None:
     """The one trainable of every stage (teachers, sweep, grid, ablations)."""
     spec, hp, _tags = split_config(config)
+    _maybe_wait_for_peers()
     node = _node_id()
     resume = None
     checkpoint = tune.get_checkpoint()
