@@ -57,6 +57,9 @@ def test_kd_term_uses_hp_kd_t():
 
 
 # ---- RKD --------------------------------------------------------------------------------
+# Means over ALL B^2 distance and B^3 angle entries, as lenscloth/RKD, RepDistiller, mdistiller
+# and torchdistill: with B = 3 the 6 ordered pairs i != j are averaged over 9 entries and the
+# 6 ordered triplets of distinct points over 27 (the degenerate entries add 0).
 
 TEACHER = [[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]  # 3-4-5 right triangle, right angle at point 0
 STUDENT = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]  # isosceles right triangle
@@ -67,7 +70,8 @@ def test_rkd_distance_three_points_by_hand():
     # student distances 1, 1, sqrt2 (mean (2 + sqrt2)/3) -> 0.878680, 0.878680, 1.242641
     mu_s = (2 + math.sqrt(2)) / 3
     diffs = [1 / mu_s - 0.75, 1 / mu_s - 1.0, math.sqrt(2) / mu_s - 1.25]
-    expected = sum(huber(d) for d in diffs) / 3  # each unordered pair appears twice among 6
+    expected = 2 * sum(huber(d) for d in diffs) / 9  # each unordered pair twice; 9 = 3^2 entries
+    assert expected == pytest.approx(0.0034812, abs=1e-7)  # old convention: / 6, 0.0052219
     got = rkd_distance_loss(t_(STUDENT), t_(TEACHER))
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -76,7 +80,8 @@ def test_rkd_angle_three_points_by_hand():
     # cos of the angle at each apex: teacher 0, 3/5, 4/5; student 0, 1/sqrt2, 1/sqrt2
     r = 1 / math.sqrt(2)
     diffs = [0.0, r - 0.6, r - 0.8]
-    expected = sum(huber(d) for d in diffs) / 3  # each apex appears in 2 ordered triplets of 6
+    expected = 2 * sum(huber(d) for d in diffs) / 27  # each apex in 2 ordered triplets; 27 = 3^3
+    assert expected == pytest.approx(0.00074448, abs=1e-8)  # old convention: / 6, 0.0033502
     got = rkd_angle_loss(t_(STUDENT), t_(TEACHER))
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -85,9 +90,61 @@ def test_rkd_angle_huber_linear_branch():
     # collinear teacher: cos at apexes 1, -1, 1; student right triangle: 0, 1/sqrt2, 1/sqrt2
     r = 1 / math.sqrt(2)
     diffs = [0.0 - 1.0, r + 1.0, r - 1.0]  # |r + 1| > 1: linear part of Huber
-    expected = sum(huber(d) for d in diffs) / 3
+    expected = 2 * sum(huber(d) for d in diffs) / 27
     got = rkd_angle_loss(t_(STUDENT), t_([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]))
     assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def rkd_by_loops(student, teacher, distinct_only: bool) -> tuple[float, float]:
+    """Independent float64 reference by explicit loops over python lists: (L_D, L_A).
+    distinct_only=False: mean over all B^2 pairs and B^3 triplets (the references' convention);
+    True: mean over pairs i != j and triplets of distinct indices only (the former convention)."""
+    n = len(student)
+
+    def normalised_distances(p):
+        d = {(i, j): math.dist(p[i], p[j]) for i in range(n) for j in range(n)}
+        mu = sum(v for (i, j), v in d.items() if i != j) / (n * (n - 1))
+        return {k: v / mu for k, v in d.items()}
+
+    def cos(p, i, j, k):  # angle at p[i] between p[j] and p[k]; a zero edge gives 0
+        u = [b - a for a, b in zip(p[i], p[j])]
+        v = [b - a for a, b in zip(p[i], p[k])]
+        nu, nv = math.hypot(*u), math.hypot(*v)
+        if nu == 0 or nv == 0:
+            return 0.0
+        return sum(a * b for a, b in zip(u, v)) / (nu * nv)
+
+    ds, dt = normalised_distances(student), normalised_distances(teacher)
+    pairs = [(i, j) for i in range(n) for j in range(n) if not distinct_only or i != j]
+    l_d = sum(huber(ds[p] - dt[p]) for p in pairs) / len(pairs)
+    triplets = [(i, j, k) for i in range(n) for j in range(n) for k in range(n)
+                if not distinct_only or len({i, j, k}) == 3]
+    l_a = sum(huber(cos(student, *t) - cos(teacher, *t)) for t in triplets) / len(triplets)
+    return l_d, l_a
+
+
+def random_batch(b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, generator=g, dtype=torch.float64), torch.randn(b, 4, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("b", [3, 5, 10])
+def test_rkd_means_over_all_entries_as_the_explicit_loops(b):
+    student, teacher = random_batch(b, seed=b)
+    l_d, l_a = rkd_by_loops(student.tolist(), teacher.tolist(), distinct_only=False)
+    assert rkd_distance_loss(student, teacher).item() == pytest.approx(l_d, rel=1e-5)
+    assert rkd_angle_loss(student, teacher).item() == pytest.approx(l_a, rel=1e-5)
+
+
+@pytest.mark.parametrize("b", [3, 4, 10])
+def test_rkd_equals_the_non_degenerate_mean_times_the_share_of_non_degenerate_entries(b):
+    student, teacher = random_batch(b, seed=100 + b)
+    old_d, old_a = rkd_by_loops(student.tolist(), teacher.tolist(), distinct_only=True)
+    new_d = rkd_distance_loss(student, teacher).item()
+    new_a = rkd_angle_loss(student, teacher).item()
+    assert new_d == pytest.approx(old_d * (b - 1) / b, rel=1e-5)  # B(B-1) of B^2 pairs
+    assert new_a == pytest.approx(old_a * (b - 1) * (b - 2) / b**2, rel=1e-5)  # B(B-1)(B-2) of B^3
+    assert new_d < old_d and new_a < old_a
 
 
 def test_rkd_term_weights():

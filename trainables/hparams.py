@@ -35,7 +35,7 @@ class HParams:
     k: int = 32  # paper; 10 with 10 images
     embed_dim: int = 128  # CRD's common space
     z_mode: str = "first_batch"  # CRD's normaliser; "none" = paper's Eq. 7 literally
-    negatives: str = "opposite_class"  # paper; "instance" = CRD
+    negatives: str = "opposite_class"  # paper, and CRD's script for two classes; "instance": any other image
     symmetric: bool = False  # add CRD's student-anchor term against a teacher bank
     momentum: float = 0.5  # memory-bank momentum (CRD)
     kd_t: float = 4.0  # Hinton temperature

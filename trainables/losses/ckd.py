@@ -6,10 +6,30 @@ Deepfake Detection with Limited Data", Eq. 7-9, after CRD (Tian, Krishnan & Isol
     h(t, s) = P / (P + K/M),  P = exp(g^T(z_t) . g^S(z_s) / tau) / Z          (Eq. 7)
     L = -( sum_b log h(t_b, s_b) + sum_{b,k} log(1 - h(t_b, s_bk)) ) / B       (Eq. 8)
 
-Positive pair: teacher and student on the same image. Negatives: K student
-embeddings read (detached) from a memory bank indexed by dataset position,
-drawn from images of the opposite class (paper) or any other image (CRD);
-the bank is refreshed with momentum after the loss is computed.
+Positive pair: teacher and student on the same image, both embeddings live
+(computed on this batch, with gradient), as Eq. 7 reads. Negatives: K student
+embeddings read (detached) from a memory bank indexed by dataset position; the
+bank is refreshed with momentum after the loss is computed. The K indices
+(`sample_negatives`) are drawn on the device of the batch indices (the CUDA RNG
+on a GPU), without replacement when the pool holds at least K, else with:
+  hp.negatives = "opposite_class": uniformly from the images whose label differs
+    from the anchor's (the paper's reading);
+  hp.negatives = "instance": uniformly from all M - 1 other images, any label
+    (the anchor's own index excluded).
+
+How this differs from CRD's code (RepDistiller):
+  - Positive. CRD scores the anchor against the memory-bank row of the anchor's
+    own index (column 0 of the bank lookup, detached, written by earlier steps),
+    so the teacher-anchor term gives the student no gradient at all; here the
+    positive is the live student embedding g^S(z_s), so the student gets
+    gradient from the positive pair (the negatives stay detached).
+  - Negatives. CRD's training script draws them from images of the other
+    classes (`cls_negative`, np.random.choice, with replacement only when K
+    exceeds the pool), which with two classes is our "opposite_class";
+    "instance" is not what CRD trains with. CRD's uniform draw over all M bank
+    rows (which may hit the anchor's own row) runs only when no negative
+    indices are given.
+
 log h and log(1 - h) are computed in log space (logaddexp): with
 x = a.b/tau - log Z and c = log(K/M), log h = x - logaddexp(x, c) and
 log(1 - h) = c - logaddexp(x, c), finite for any tau in [0.01, 1].
@@ -21,7 +41,8 @@ buffer, so it is checkpointed with the banks.
 
 hp.symmetric adds CRD's second term: student anchor g^S(z_s) against a bank of
 teacher embeddings g^T(z_t), with the same negative indices and its own Z, so
-the student also gets gradient from negatives.
+the student also gets gradient from negatives. Its positive is again live, the
+teacher embedding g^T(z_t) of the batch (CRD: the teacher bank's row, detached).
 """
 from __future__ import annotations
 
@@ -142,7 +163,9 @@ class CKD(DistillTerm):
             self._pool_names[y] = name
 
     def sample_negatives(self, labels: Tensor, index: Tensor) -> Tensor:
-        """(B, K) dataset indices of negatives: without replacement when enough exist, else with."""
+        """(B, K) dataset indices of negatives, drawn on `index`'s device: without replacement
+        when enough exist, else with. "instance": uniform over every index but the anchor's;
+        "opposite_class": uniform over the indices whose label differs from the anchor's."""
         k = self.hp.k
         if self.hp.negatives == "instance":
             others = self.num_data - 1  # any index but the anchor's own
@@ -179,6 +202,7 @@ class CKD(DistillTerm):
         return loss
 
     def _contrast(self, bank: MemoryBank, anchor: Tensor, positive: Tensor, neg_idx: Tensor) -> Tensor:
+        # `positive` is the live embedding of the other model (Eq. 7); CRD reads it from the bank
         negatives = bank.bank[neg_idx]  # (B, K, E), a detached copy
         with torch.no_grad():
             x_pos, x_neg = nce_scores(anchor, positive, negatives, self.hp.tau)
