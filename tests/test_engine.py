@@ -1,11 +1,13 @@
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from trainables.engine import (
-    ImageSet, TeacherCache, TrainingDiverged, batches, evaluate, flip_batch, steps_per_epoch,
-    train_student, train_teacher,
+    ImageSet, TeacherCache, TrainingDiverged, batches, evaluate, flip_batch, rng_state, set_rng_state,
+    steps_per_epoch, train_student, train_teacher,
 )
 from trainables.hparams import HParams
 from trainables.models import create_model
@@ -73,7 +75,58 @@ def test_teacher_cache_holds_flipped_outputs():
     assert torch.allclose(out.logits, expected, atol=1e-5)
 
 
-def test_resume_gives_the_same_model_as_an_undisturbed_run():
+CPU = torch.device("cpu")
+
+
+def draws() -> tuple:
+    """One value from each global RNG a trial may use (normal draws too: numpy and python
+    cache the second value of a Gaussian pair, which is part of their state)."""
+    return (torch.rand(3).tolist(), torch.randn(1).item(), np.random.rand(3).tolist(),
+            np.random.randn(), random.random(), random.gauss(0.0, 1.0))
+
+
+def test_rng_state_round_trip_on_cpu():
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    np.random.randn(), random.gauss(0.0, 1.0)  # leave a cached Gaussian in both states
+    state = rng_state(CPU)
+    first = draws()
+    assert draws() != first  # the streams moved on
+    set_rng_state(state, CPU)
+    assert draws() == first
+
+
+def test_rng_state_survives_a_weights_only_load(tmp_path):
+    torch.manual_seed(6), np.random.seed(6), random.seed(6)
+    np.random.randn(), random.gauss(0.0, 1.0)
+    torch.save(rng_state(CPU), tmp_path / "state.pt")
+    first = draws()
+    loaded = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    assert set(loaded) == {"torch_rng", "numpy_rng", "python_rng"}
+    set_rng_state(loaded, CPU)
+    assert draws() == first
+
+
+def test_rng_state_holds_cuda_states_only_on_cuda():
+    assert "cuda_rng" not in rng_state(CPU)
+    assert "cuda_rng" not in rng_state(torch.device("cpu", 0))
+    # a CUDA state in a checkpoint is ignored on a CPU run (never touches torch.cuda)
+    state = {**rng_state(CPU), "cuda_rng": [torch.zeros(16, dtype=torch.uint8)]}
+    first = draws()
+    set_rng_state(state, CPU)
+    assert draws() == first
+
+
+def test_set_rng_state_accepts_an_older_checkpoint():
+    """Checkpoints written before numpy's and python's states were saved hold only torch_rng."""
+    torch.manual_seed(7)
+    old = {"torch_rng": torch.get_rng_state()}
+    first = torch.rand(4)
+    set_rng_state(old, CPU)
+    assert torch.equal(torch.rand(4), first)
+    set_rng_state({}, CPU)  # nothing to restore: no error
+
+
+def test_resume_gives_the_same_model_as_an_undisturbed_run(tmp_path):
     train = toy_set(24)
     hp = HParams(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=3)
     torch.manual_seed(0)
@@ -86,6 +139,10 @@ def test_resume_gives_the_same_model_as_an_undisturbed_run():
         if epoch == 0:
             saved.update(state())
     train_student(undisturbed, [teacher], train, None, hp, on_epoch=grab)
+    assert {"generator", "torch_rng", "numpy_rng", "python_rng"} <= set(saved) and "cuda_rng" not in saved
+    # through the disk as trainables/tune.py does: every value must pass a weights_only load
+    torch.save(saved, tmp_path / "state.pt")
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
 
     resumed = create_model("test_resnet")  # other initial weights: the state must replace them
     torch.manual_seed(123)  # and another process RNG state must not matter either

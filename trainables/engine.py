@@ -6,15 +6,14 @@ horizontal flip, so every teacher's outputs on the student subset are computed o
 what a vanilla step costs. `trainables.teacher_cache` keeps these outputs on disk so all
 trials of a study share them; `train_student(..., cache_teachers=False)` runs the teachers
 on every step instead (same numbers, for measuring what the cache saves). Runs are
-repeatable on the CPU for a seed, also across a resume from an epoch checkpoint (RNG
-states are part of the state).
+repeatable on the CPU for a seed, also across a resume from an epoch checkpoint (the
+batch generator and the torch, numpy, python and CUDA RNG states are part of the state).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence, Union
@@ -29,6 +28,7 @@ from trainables.hparams import HParams
 from trainables.losses import LossContext, Outputs, build_loss
 from trainables.metrics import compute_metrics
 from trainables.models import Detector
+from trainables.rng import rng_state, set_rng_state, set_seed  # noqa: F401  (set_seed: re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,12 +76,6 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def configure_device(device: torch.device, backends=torch.backends) -> None:
@@ -335,7 +329,7 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         gen.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
+        set_rng_state(resume, device)  # keys missing from older checkpoints are skipped
         start_epoch = int(resume["epoch"]) + 1
 
     labels_dev = train.labels.to(device)
@@ -388,8 +382,8 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
                         "loss": {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
+                        "generator": gen.get_state(),  # batches and flips
+                        **rng_state(device),  # torch_rng, numpy_rng, python_rng (+ cuda_rng)
                     })
                 on_epoch(epoch, metrics, state)
     finally:
