@@ -8,7 +8,12 @@ import pandas as pd
 
 from analysis.tables import TableView
 
-METRIC_NAMES = {"acc": "ACC", "auc": "AUC"}
+METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER", "ap": "AP",
+                **{f"video_{k}": f"video {v}" for k, v in (("acc", "ACC"), ("bacc", "balanced ACC"),
+                                                            ("auc", "AUC"), ("eer", "EER"), ("ap", "AP"))}}
+DAGGER = "†"
+UNTUNED_NOTE = (f"{DAGGER} the paper's fixed hyperparameters, not swept (grid.untuned), beside cells whose "
+                "hyperparameters were swept: not an equal-footing comparison.")
 
 
 def num(x: float, digits: int = 3, signed: bool = False) -> str:
@@ -52,6 +57,7 @@ def markdown_table(view: TableView) -> str:
     def fmt(cell: dict) -> str:
         text = cell_text(cell["mean"], cell["std"], cell["n"])
         text = f"**{text}**" if cell["best"] else text
+        text += f" {DAGGER}" if cell.get("untuned") else ""
         note = _paper_note(cell["paper"], cell["diff"])
         return f"{text} · {note}" if note else text
 
@@ -84,6 +90,7 @@ def latex_table(view: TableView, label: str) -> str:
     def fmt(cell: dict) -> str:
         text = cell_text(cell["mean"], cell["std"], cell["n"], pm=r"$\pm$")
         text = rf"\textbf{{{text}}}" if cell["best"] else text
+        text += r"$^\dagger$" if cell.get("untuned") else ""
         if not math.isnan(cell["paper"]):
             text += rf" [{num(cell['paper'])}, ${num(cell['diff'], signed=True)}$]"
         return text
@@ -96,20 +103,48 @@ def latex_table(view: TableView, label: str) -> str:
     body = [" & ".join([tex_escape(v), tex_escape(pair_text(p, arrow="->")).replace("->", r"$\to$"), *rest])
             + r" \\" for v, p, *rest in _grid(view, fmt, missing)]
     caption = (f"{tex_escape(view.title)}, test {METRIC_NAMES[view.metric]}: mean $\\pm$ std (seeds)"
-               + (", [paper, difference]" if view.has_paper else "") + "; best in bold.")
+               + (", [paper, difference]" if view.has_paper else "") + "; best in bold."
+               + (r" $^\dagger$ the paper's fixed hyperparameters, not swept." if view.untuned else ""))
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
                       rf"\label{{{label}}}", rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule",
                       *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
 def comparisons_markdown(comp: pd.DataFrame) -> str:
-    header = ["table", "volume", "pair", "metric", "a - b", "mean difference [95 % t interval] (seeds)", "p"]
-    rows = [[r.block, r.volume, pair_text(r.pair), METRIC_NAMES[r.metric], f"{_name(r.a)} - {_name(r.b)}",
-             r.text, num(r.p)] for r in comp.itertuples()]
+    header = ["table", "volume", "pair", "metric", "a - b", "mean difference [95 % t interval] (seeds)", "p",
+              "resolved"]
+    rows = [[r.block, r.volume, pair_text(r.pair), METRIC_NAMES[r.metric],
+             f"{method_name(r.a)} - {method_name(r.b)}", r.text, num(r.p), resolved_text(r)]
+            for r in comp.itertuples()]
     return md_rows(header, rows)
 
 
-def _name(label: str) -> str:
+def resolved_text(r) -> str:
+    """In plain words: is the difference resolved (its 95 % interval excludes 0), and which way."""
+    if r.n < 2 or math.isnan(r.low):
+        return "not resolved (fewer than 2 paired seeds)"
+    if not r.resolved:
+        return f"not resolved (interval includes 0, half-width {num((r.high - r.low) / 2)})"
+    a, b = method_name(r.a), method_name(r.b)
+    higher, lower = (a, b) if r.mean_diff > 0 else (b, a)
+    return f"resolved: {higher} higher than {lower}"
+
+
+def metrics_markdown(cells: pd.DataFrame, block: str, metrics: Sequence[str]) -> str:
+    """One block's cells, one row per (volume, pair, method), a column per metric."""
+    sub = cells[(cells["block"] == block) & cells["metric"].isin(metrics)]
+    present = [m for m in metrics if m in set(sub["metric"])]
+    rows = []
+    for (volume, pair, method), group in sub.groupby(["volume", "pair", "method"], sort=False):
+        by_metric = {r.metric: r for r in group.itertuples()}
+        mark = f" {DAGGER}" if any(r.untuned for r in group.itertuples()) else ""
+        rows.append([volume, pair_text(pair), method.upper() + mark,
+                     *(cell_text(by_metric[m].mean, by_metric[m].std, by_metric[m].n) if m in by_metric else "–"
+                       for m in present)])
+    return md_rows(["volume", "pair", "method", *(METRIC_NAMES[m] for m in present)], rows)
+
+
+def method_name(label: str) -> str:
     return pair_text(label) if "->" in label else label.upper()
 
 
@@ -123,7 +158,7 @@ def missing_markdown(missing: pd.DataFrame) -> str:
 def cells_csv(cells: pd.DataFrame) -> pd.DataFrame:
     """The long cell frame with tuples written as ';'-joined text."""
     out = cells.copy()
-    for col in ("seeds", "values", "run_ids"):
+    for col in ("seeds", "values", "run_ids", "test_rows"):
         if col in out:
             out[col] = out[col].map(lambda t: ";".join(str(x) for x in t))
     return out

@@ -11,6 +11,7 @@ import pandas as pd
 from analysis import figures, render
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
+from analysis.teachers import CLEAR_MARGIN, teacher_table
 from trainables.errors import UserError
 
 FORMATS = ("md", "tex", "csv", "png")
@@ -58,6 +59,7 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     rep.out.mkdir(parents=True, exist_ok=True)
     if "csv" in formats:
         rep.write_csv(runs.runs, "runs.csv")
+        rep.write_csv(teacher_table(runs.runs), "teachers.csv")
         rep.write_csv(render.cells_csv(cells), "cells.csv")
         rep.write_csv(render.cells_csv(rep.comparisons), "comparisons.csv")
         rep.write_csv(missing, "paper_missing.csv")
@@ -134,14 +136,20 @@ def markdown(rep: Report, metric: str) -> str:
               "cell is its student's VT runs; `full` is the teachers-stage run of the student's architecture.", ""]
     for view in rep.views:
         lines += [f"### {view.title} (test {render.METRIC_NAMES[view.metric]})", "", render.markdown_table(view), ""]
+        if view.untuned:
+            lines += [render.UNTUNED_NOTE, ""]
     if rep.cells.empty:
         lines += ["No finished grid run with test metrics yet.", ""]
+    lines += _evaluation_section(rep)
+    lines += _teachers_section(rep)
     lines += _paper_section(rep)
     lines += ["## Paired comparisons across seeds", "",
-              "Differences of test metrics paired by seed (same student subset and initialisation), with a "
-              "Student-t 95 % interval and the paired t-test's p-value; the paper reports none.", ""]
+              "Differences of test metrics paired by seed: the two runs of a pair share the student subset, "
+              "the initial weights and the test rows (checked by the rows' digest), so the difference is the "
+              "methods'. Student-t 95 % interval and the paired t-test's p-value; a difference is resolved "
+              "when its interval excludes 0. The paper reports none.", ""]
     lines += [render.comparisons_markdown(rep.comparisons) if not rep.comparisons.empty
-              else "No row has CKD beside another method.", ""]
+              else "No row has two methods side by side.", ""]
     lines += ["## Figures", ""]
     for caption, path in rep.figures.items():
         lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
@@ -169,6 +177,47 @@ def _failed(runs: pd.DataFrame) -> list[str]:
     rows = [[r.stage, r.cell, r.status, r.run_id, r.error or ""] for r in bad.itertuples()]
     return ["Runs that did not finish (left out of the tables):", "",
             render.md_rows(["stage", "cell", "status", "run", "error"], rows), ""]
+
+
+def _evaluation_section(rep: Report) -> list[str]:
+    """What the tables were scored on, per source, and every metric beside ACC."""
+    runs = rep.study.runs
+    grid = runs[(runs["stage"] == "grid") & (runs["status"] == "FINISHED")]
+    if grid.empty or "test_n" not in grid:
+        return []
+    lines = ["## Evaluation sets and all metrics", ""]
+    for source, g in grid.groupby("source", sort=True):
+        sets = g.drop_duplicates(["test_rows", "test_n", "test_n_real", "test_n_fake"])
+        described = "; ".join(f"{int(r.test_n)} images ({int(r.test_n_real)} real, {int(r.test_n_fake)} fake), "
+                              f"rows digest `{r.test_rows or 'unknown'}`" for r in sets.itertuples())
+        same = "the same rows for every grid trial" if len(sets) == 1 else \
+            f"WARNING: {len(sets)} different test sets among the grid trials (comparisons pair only equal ones)"
+        lines += [f"- {source}: test set {described}: {same}."]
+    lines += [""]
+    blocks = rep.cells.drop_duplicates("block")["block"] if not rep.cells.empty else []
+    for block in blocks:
+        for level, metrics in (("frame", ("acc", "bacc", "auc", "eer", "ap")),
+                               ("video", ("video_acc", "video_bacc", "video_auc", "video_eer", "video_ap"))):
+            if rep.cells[(rep.cells["block"] == block) & rep.cells["metric"].isin(metrics)].empty:
+                continue
+            lines += [f"### {block}: every test metric, {level} level (mean ± std (seeds))", "",
+                      render.metrics_markdown(rep.cells, block, metrics), ""]
+    return lines
+
+
+def _teachers_section(rep: Report) -> list[str]:
+    table = teacher_table(rep.study.runs)
+    if table.empty:
+        return []
+    rows = [[r.source, r.teacher, r.arch, render.num(r.val_acc), render.num(r.val_auc), render.num(r.test_acc),
+             render.num(r.test_auc), r.best_student or "–", render.num(r.best_student_val_acc),
+             render.num(r.margin, signed=True), r.verdict] for r in table.itertuples()]
+    header = ["source", "teacher", "arch", "val ACC", "val AUC", "test ACC", "test AUC", "best student (val)",
+              "its val ACC", "margin", "verdict"]
+    return ["## Teachers", "",
+            f"Each teacher beside the best student distilled from it (grid cell with the highest mean validation "
+            f"ACC). A teacher should beat it clearly (by {CLEAR_MARGIN:.2f}) for distillation to have something "
+            "to transfer.", "", render.md_rows(header, rows), ""]
 
 
 def _paper_section(rep: Report) -> list[str]:

@@ -23,7 +23,7 @@ from trainables.errors import UserError
 
 TAGS = ("study", "kind", "stage", "method", "teachers", "student", "pair", "volume", "seed", "source",
         "trial_id", "cell", "ablation", "k", "teacher_name", "hparams_from", "checkpoint_path", "space",
-        "config_hash", "error")
+        "config_hash", "error", "code_version", "val_rows", "test_rows")
 DEFAULT_EXPERIMENT = "Default"
 
 

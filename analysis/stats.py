@@ -1,8 +1,11 @@
 """Spread over seeds and paired comparisons between methods (the paper reports single runs).
 
-A comparison pairs two cells by seed (same seed = same student subset and initialisation)
-and gives the mean difference with a Student-t 95 % interval and the paired t-test's
-p-value. With fewer than two common seeds there is no interval: "n/a (1 seed)".
+A comparison pairs two cells by seed: the same seed is the same student subset and the
+same initial weights, and every trial of a study is scored on the same test rows (checked
+by their digest, `analysis.tables._compare`), so a difference is the methods' alone. It
+gives the mean difference with a Student-t 95 % interval and the paired t-test's p-value;
+a difference is *resolved* when its interval excludes 0. With fewer than two common seeds
+there is no interval: "n/a (1 seed)".
 """
 from __future__ import annotations
 
@@ -32,6 +35,17 @@ class Paired:
     high: float
     p: float  # two-sided paired t-test
     seeds: tuple[int, ...]
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    @property
+    def resolved(self) -> bool:
+        """The 95 % interval excludes 0 (a point interval, all differences equal, counts when not 0)."""
+        if self.n < 2 or math.isnan(self.low):
+            return False
+        return self.low > 0 or self.high < 0
 
     @property
     def text(self) -> str:

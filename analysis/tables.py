@@ -25,7 +25,12 @@ from trainables.errors import ConfigError
 from trainables.models import resolve_name
 
 METHODS = ("vt", "kd", "rkd", "ckd")
-METRICS = {"acc": "test_acc", "auc": "test_auc"}  # short name -> MLflow metric
+# short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
+METRICS = {m: f"test_{m}" for m in ("acc", "bacc", "auc", "eer", "ap", "video_acc", "video_bacc", "video_auc",
+                                    "video_eer", "video_ap")}
+VIEW_METRICS = ("acc", "auc")  # laid out as the paper's tables; every metric is in cells.csv
+COMPARED_METRICS = ("acc", "auc")  # paired comparisons
+LOWER_IS_BETTER = {"eer", "video_eer"}
 PAIR_ORDER = ("xception->xception", "xception->efficientnet", "efficientnet->mobilenet",
               "xception+efficientnet->mobilenet")  # the paper's column order
 
@@ -82,6 +87,7 @@ def _cell(table: str, block: str, source: str, volume: str, pair: str, method: s
         ref = math.nan
         if metric == "acc" and ds is not None:
             ref = paper.get((*ds, volume, method, teachers_of(pair), student_of(pair)), math.nan)
+        origins = sorted(set(ok["hparams_from"]) - {""}) if "hparams_from" in ok else []
         out.append({
             "table": table, "block": block, "source": source,
             "dataset": ds[0] if ds else source, "subset": ds[1] if ds else "",
@@ -90,6 +96,8 @@ def _cell(table: str, block: str, source: str, volume: str, pair: str, method: s
             "paper": ref, "diff": mean - ref if not math.isnan(ref) else math.nan,
             "seeds": tuple(int(s) for s in ok["seed"]), "values": tuple(float(v) for v in ok[column]),
             "run_ids": tuple(ok["run_id"]),
+            "test_rows": tuple(ok["test_rows"]) if "test_rows" in ok else ("",) * len(ok),
+            "hparams_from": "+".join(origins),
         })
     return out
 
@@ -139,37 +147,58 @@ def build_cells(runs: pd.DataFrame) -> pd.DataFrame:
             rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, paper,
                            full=False)
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
-    return mark_best(cells)
+    return mark_untuned(mark_best(cells))
 
 
 CELL_COLUMNS = ["table", "block", "source", "dataset", "subset", "volume", "pair", "teachers", "student",
-                "method", "metric", "n", "mean", "std", "paper", "diff", "seeds", "values", "run_ids"]
+                "method", "metric", "n", "mean", "std", "paper", "diff", "seeds", "values", "run_ids",
+                "test_rows", "hparams_from"]
 
 
 def mark_best(cells: pd.DataFrame) -> pd.DataFrame:
-    """`best`: the highest mean of its group (best method per row; Table III: best pair per column)."""
+    """`best`: the best mean of its group, highest (lowest for EER): the best method per row;
+    Table III: the best pair per column."""
     cells = cells.copy()
     cells["best"] = False
     if cells.empty:
         return cells
-    for (table, _b, _m, volume), group in cells.groupby(["table", "block", "metric", "volume"], sort=False):
+    for (table, _b, metric, volume), group in cells.groupby(["table", "block", "metric", "volume"], sort=False):
         keys = ["method"] if table == "III" else ["pair"]
         for _, sub in group.groupby(keys, sort=False):
             if len(sub) > 1:
-                cells.loc[sub.index, "best"] = sub["mean"] == sub["mean"].max()
+                best = sub["mean"].min() if metric in LOWER_IS_BETTER else sub["mean"].max()
+                cells.loc[sub.index, "best"] = sub["mean"] == best
+    return cells
+
+
+def mark_untuned(cells: pd.DataFrame) -> pd.DataFrame:
+    """`untuned`: a cell on the paper's fixed values in a block whose other cells were tuned
+    (grid.untuned): the tables mark it with a dagger, never mix it in silently."""
+    cells = cells.copy()
+    cells["untuned"] = False
+    if cells.empty:
+        return cells
+    for _, block in cells.groupby("block", sort=False):
+        student_cells = block[block["hparams_from"] != ""]
+        if (student_cells["hparams_from"] != "paper").any():
+            cells.loc[student_cells.index[student_cells["hparams_from"] == "paper"], "untuned"] = True
     return cells
 
 
 def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
-    """CKD against every other method of its row, and (Table III) ensemble against single teacher."""
+    """Every method of a row against every other (later in METHODS minus earlier: each
+    distillation method against VT, and against each other), and (Table III) ensemble against
+    single teacher; on the ACC and AUC cells."""
     rows = []
+    cells = cells[cells["metric"].isin(COMPARED_METRICS)] if not cells.empty else cells
     for (table, block, metric, volume, pair), row in cells.groupby(
             ["table", "block", "metric", "volume", "pair"], sort=False):
         by_method = {r.method: r for r in row.itertuples()}
-        if table != "III" and "ckd" in by_method:
-            a = by_method["ckd"]
-            for other in (m for m in METHODS if m != "ckd" and m in by_method):
-                rows.append(_compare(a, by_method[other], "ckd", other))
+        if table != "III":
+            present = [m for m in METHODS if m in by_method]
+            for i, b in enumerate(present):
+                for a in present[i + 1:]:
+                    rows.append(_compare(by_method[a], by_method[b], a, b))
         if table == "III" and "+" in teachers_of(pair):
             singles = cells[(cells["block"] == block) & (cells["metric"] == metric) & (cells["volume"] == volume)
                             & ~cells["teachers"].str.contains("+", regex=False)]
@@ -180,15 +209,20 @@ def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 COMPARISON_COLUMNS = ["table", "block", "source", "volume", "pair", "method", "metric", "a", "b", "n",
-                      "mean_diff", "low", "high", "p", "seeds", "text"]
+                      "mean_diff", "low", "high", "p", "seeds", "resolved", "text"]
 
 
 def _compare(a, b, a_label: str, b_label: str) -> dict:
-    res = paired(per_seed(a.seeds, a.values), per_seed(b.seeds, b.values))
+    """a - b paired by seed; a seed pairs only where both runs were scored on the same rows."""
+    rows_a, rows_b = dict(zip(a.seeds, a.test_rows)), dict(zip(b.seeds, b.test_rows))
+    unpaired = sorted(s for s in set(rows_a) & set(rows_b) if rows_a[s] != rows_b[s])
+    va = {s: v for s, v in per_seed(a.seeds, a.values).items() if s not in unpaired}
+    res = paired(va, per_seed(b.seeds, b.values))
+    text = res.text + (f"; seeds {unpaired} left out: scored on different test rows" if unpaired else "")
     return {"table": a.table, "block": a.block, "source": a.source, "volume": a.volume, "pair": a.pair,
             "method": a.method, "metric": a.metric, "a": a_label, "b": b_label, "n": res.n,
             "mean_diff": res.mean, "low": res.low, "high": res.high, "p": res.p, "seeds": res.seeds,
-            "text": res.text}
+            "resolved": res.resolved, "text": text}
 
 
 def missing_paper(cells: pd.DataFrame, sources) -> tuple[pd.DataFrame, list[str]]:
@@ -215,6 +249,7 @@ class TableView:
     cells: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (volume, pair, method) -> cell
     paper: dict[tuple[str, str, str], float] = field(default_factory=dict)  # paper numbers of empty cells
     has_paper: bool = False
+    untuned: bool = False  # some cell is on the paper's values among swept ones (dagger)
 
 
 def views(cells: pd.DataFrame) -> list[TableView]:
@@ -226,7 +261,7 @@ def views(cells: pd.DataFrame) -> list[TableView]:
     blocks = [b for b, t in zip(first["block"], first["table"]) if t != "III"] + \
         [b for b, t in zip(first["block"], first["table"]) if t == "III"]
     for block in blocks:
-        for metric in METRICS:
+        for metric in VIEW_METRICS:
             sub = cells[(cells["block"] == block) & (cells["metric"] == metric)]
             if sub.empty:
                 continue
@@ -235,6 +270,7 @@ def views(cells: pd.DataFrame) -> list[TableView]:
                           key=lambda vp: (volume_key(vp[0]), pair_key(vp[1])))
             view = TableView(block, metric, methods, rows)
             view.cells = {(r.volume, r.pair, r.method): r._asdict() for r in sub.itertuples()}
+            view.untuned = bool(sub["untuned"].any())
             ds = dataset_of(sub["source"].iloc[0])
             if metric == "acc" and ds is not None:
                 view.has_paper = True

@@ -37,7 +37,32 @@ def get_space(name: str, method: str, volume: int | None) -> Callable[[Any], dic
     return functools.partial(SPACES[name], method=method, volume=volume)
 
 
-# shared choices
+class _KeyRecorder:
+    """A stand-in trial that records what a define-by-run space declares, answering each
+    `suggest_*` with its first choice or lower bound (the spaces here do not branch)."""
+
+    def __init__(self):
+        self.params: dict[str, Any] = {}
+
+    def suggest_float(self, name: str, low: float, high: float, **_):
+        return self.params.setdefault(name, low)
+
+    def suggest_int(self, name: str, low: int, high: int, **_):
+        return self.params.setdefault(name, low)
+
+    def suggest_categorical(self, name: str, choices):
+        return self.params.setdefault(name, list(choices)[0])
+
+
+def space_keys(name: str, method: str, volume: int | None) -> tuple[str, ...]:
+    """The hyperparameters space `name` sets for `method`: those it searches and the
+    constants it returns (not `method`). Pure: no Optuna study is made."""
+    trial = _KeyRecorder()
+    constants = get_space(name, method, volume)(trial) or {}
+    return tuple(sorted(set(trial.params) | {k for k in constants if k != "method"}))
+
+
+# shared choices: every method's space searches the same optimiser knobs (equal footing)
 BATCH_SIZES = [8, 16, 24, 32]
 K_CHOICES = [8, 16, 32, 64, 128]  # the paper's Fig. 4 goes up to 128
 
@@ -45,6 +70,7 @@ K_CHOICES = [8, 16, 32, 64, 128]  # the paper's Fig. 4 goes up to 128
 def suggest_common(trial) -> None:
     trial.suggest_categorical("batch_size", BATCH_SIZES)
     trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
 
 
 from search_spaces import ckd, kd, paper, rkd, vt  # noqa: E402,F401  (registration)

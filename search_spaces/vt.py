@@ -1,4 +1,5 @@
-"""Vanilla training: only the optimiser's knobs."""
+"""Vanilla training: the optimiser's knobs every space searches (batch size, lr, weight
+decay), so that VT is tuned on the same budget and footing as the distillation methods."""
 from search_spaces import register_space, suggest_common
 
 

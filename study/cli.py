@@ -39,8 +39,11 @@ def main() -> None:
 @click.option("--stage", type=click.Choice(["teachers", "sweep", "grid", "ablations"]), default=None,
               help="Run only this stage (earlier stages' results are read from MLflow).")
 @click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once.")
+@click.option("--retrain-teachers", is_flag=True,
+              help="Train the teachers anew instead of reusing finished ones (e.g. from older code).")
 @click.option("--quiet", is_flag=True, help="Less of Ray Tune's progress output.")
-def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent, quiet: bool) -> None:
+def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent, retrain_teachers: bool,
+        quiet: bool) -> None:
     """Run a study (default: the built-in quickstart on synthetic data)."""
     from study.config import load_config
     from study.runner import RunOptions, StudyInterrupted, StudyRunner
@@ -50,7 +53,8 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
         path = shipped_config(config)
         cfg = load_config(path, workdir)
         runner = StudyRunner(cfg, RunOptions(workdir=workdir, address=address, resume=resume, stage=stage,
-                                             max_concurrent=max_concurrent, verbose=0 if quiet else 1),
+                                             max_concurrent=max_concurrent, retrain_teachers=retrain_teachers,
+                                             verbose=0 if quiet else 1),
                              echo=click.echo)
         summary = runner.run()
     except UserError as exc:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from search_spaces import SPACE_METHODS, SPACES
+from search_spaces import SPACE_METHODS, SPACES, space_keys
 from trainables.errors import ConfigError
 from trainables.hparams import METHODS, HParams
 from trainables.models import resolve_name
@@ -69,10 +69,19 @@ class SweepConfig:
     max_eval_per_class: int | None = None
 
 
+GRID_HPARAMS = ("sweep", "paper", "from_run")
+
+
 @dataclass(frozen=True)
 class GridConfig:
     enabled: bool = True
-    hparams: str = "sweep"  # sweep | paper
+    # sweep: the sweep's best on validation; paper: the paper's fixed values for every method;
+    # from_run: the values an earlier study recorded on its parent run (`from_run`)
+    hparams: str = "sweep"
+    untuned: tuple[str, ...] = ()  # with `sweep`: methods that take the paper's values (marked †)
+    from_run: str | None = None  # parent run id whose chosen_hparams.json the grid uses
+    # grid and ablation trials' per-epoch validation set, capped per class (the test set is whole)
+    max_val_per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class StudyConfig:
     # teachers' full train split read from disk each epoch instead of held in memory:
     # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
     stream: bool | str = "auto"
+    eval_seed: int = 0  # draws capped evaluation sets (sweeps); the same for every trial of the study
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def teacher(self, name: str) -> TeacherConfig:
@@ -236,7 +246,8 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
     kind = d.get("kind", str)
     if kind not in READER_KINDS:
         raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
-    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources", "stream")}
+    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources", "stream", "eval_seed")}
+    eval_seed = d.get("eval_seed", int, 0)
     stream = d.mapping.get("stream", "auto")
     if stream not in (True, False, "auto"):  # trainables.trial.STREAM_MODES (importing it loads the engine)
         raise d.error("data.stream", stream, "must be true, false or auto")
@@ -332,14 +343,11 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         volumes=w.ints("volumes", list(students.volumes[:1]), even=True), seed=w.get("seed", int, 0),
         metric=metric, scheduler=scheduler, grace_period=w.get("grace_period", int, 2, positive=True),
         max_eval_per_class=w.get("max_eval_per_class", (int, type(None)), None))
+    if sweep.max_eval_per_class is not None and sweep.max_eval_per_class < 1:
+        raise w.error("sweep.max_eval_per_class", sweep.max_eval_per_class, "must be >= 1 (or null: the whole split)")
 
-    g = top.sub("grid", {})
-    g.check_keys({"enabled", "hparams"})
-    grid = GridConfig(g.get("enabled", bool, True), g.get("hparams", str, "sweep" if spaces else "paper"))
-    if grid.hparams not in ("sweep", "paper"):
-        raise g.error("grid.hparams", grid.hparams, "must be 'sweep' (the sweep's best) or 'paper'")
-    if grid.hparams == "sweep" and grid.enabled and not spaces:
-        raise g.error("grid.hparams", "sweep", "no sweep.spaces configured: use 'paper' or add a sweep")
+    grid = _grid(top.sub("grid", {}), methods, spaces)
+    _check_fixed_vs_searched(s, students, sweep)
 
     a = top.sub("ablations", {})
     a.check_keys({"k_values", "k_volumes", "k_seeds", "efficiency_volumes", "efficiency_students", "efficiency_seeds"})
@@ -352,6 +360,9 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
     ablations = AblationsConfig(
         k_values, a.ints("k_volumes", [], even=True), a.ints("k_seeds", [0]),
         a.ints("efficiency_volumes", [], even=True), eff_students, a.ints("efficiency_seeds", [0]))
+    if k_values and "k" in students.hparams:
+        raise a.error("ablations.k_values", list(k_values), "students.hparams.k fixes K for every trial, "
+                                                            "so the K ablation could not vary it: remove one")
     if k_values and not pairs[0].teachers:
         raise a.error("ablations.k_values", list(k_values), "the K ablation distils along students.pairs[0]: "
                                                             "it needs a teacher")
@@ -382,7 +393,51 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         teachers=tuple(teachers), students=students, sweep=sweep, grid=grid, ablations=ablations,
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        stream=stream, raw=raw)
+        stream=stream, eval_seed=eval_seed, raw=raw)
+
+
+def _grid(g: _Reader, methods: tuple[str, ...], spaces: Mapping[str, str]) -> GridConfig:
+    """The grid's hyperparameters: every method tuned the same way, or the exceptions named."""
+    g.check_keys({"enabled", "hparams", "untuned", "from_run", "max_val_per_class"})
+    grid = GridConfig(g.get("enabled", bool, True), g.get("hparams", str, "sweep" if spaces else "paper"),
+                      tuple(g.get("untuned", list, [])), g.get("from_run", (str, type(None)), None),
+                      g.get("max_val_per_class", (int, type(None)), None))
+    if grid.max_val_per_class is not None and grid.max_val_per_class < 1:
+        raise g.error("grid.max_val_per_class", grid.max_val_per_class, "must be >= 1 (or null: the whole split)")
+    if grid.hparams not in GRID_HPARAMS:
+        raise g.error("grid.hparams", grid.hparams, "must be 'sweep' (the sweep's best), 'paper' or 'from_run'")
+    for i, m in enumerate(grid.untuned):
+        if m not in methods:
+            raise g.error(f"grid.untuned[{i}]", m, f"is not in students.methods {list(methods)}")
+        if m in spaces:
+            raise g.error(f"grid.untuned[{i}]", m, f"is also swept (sweep.spaces.{m}): it is either tuned or not")
+    if grid.untuned and grid.hparams != "sweep":
+        raise g.error("grid.untuned", list(grid.untuned), "only means something with grid.hparams: sweep")
+    if (grid.hparams == "from_run") != (grid.from_run is not None):
+        raise g.error("grid.from_run", grid.from_run, "give grid.from_run (a parent run id) exactly when "
+                                                       "grid.hparams is 'from_run'")
+    if grid.hparams == "sweep" and grid.enabled:
+        if not spaces:
+            raise g.error("grid.hparams", "sweep", "no sweep.spaces configured: use 'paper' or add a sweep")
+        unswept = [m for m in methods if m not in spaces and m not in grid.untuned]
+        if unswept:
+            raise g.error("grid.hparams", "sweep",
+                          f"methods {unswept} are not swept: a table that compares tuned with untuned methods "
+                          f"misleads. Sweep them too (sweep.spaces, same trial budget), or list them in "
+                          f"grid.untuned to take the paper's values (marked with a dagger in every table)")
+    return grid
+
+
+def _check_fixed_vs_searched(s: _Reader, students: StudentsConfig, sweep: SweepConfig) -> None:
+    """A hyperparameter is fixed by the user (students.hparams) or searched, not both."""
+    for method, space in sweep.spaces.items():
+        for volume in sweep.volumes:
+            both = sorted(set(students.hparams) & set(space_keys(space, method, volume)))
+            if both:
+                raise s.error(f"students.hparams.{both[0]}", students.hparams[both[0]],
+                              f"is fixed here but search space {space!r} (sweep.spaces.{method}) also sets "
+                              f"{both}: remove it from students.hparams to let the sweep choose it, or "
+                              f"from the sweep")
 
 
 def _file(r: _Reader, key: str, workdir: Path) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from search_spaces import get_space
 from study.config import Pair, StudyConfig, stable_hash
+from trainables.errors import UserError
 from trainables.hparams import HParams
 from trainables.trial import TeacherRef
 
@@ -67,7 +68,7 @@ def given_teachers(cfg: StudyConfig) -> dict[tuple[str, str], TeacherRef]:
 def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair: Pair | None,
                  student: str, method: str, volume: int, seed: int, hparams: Mapping[str, Any],
                  teachers: TeacherMap, *, eval_splits=("val", "test"), max_eval_per_class=None,
-                 extra_tags: Mapping[str, str] | None = None) -> Cell:
+                 extra_tags: Mapping[str, str] | None = None, forced: Mapping[str, Any] | None = None) -> Cell:
     refs = []
     if method != "vt" and pair is not None:
         refs = [teachers[(source, name)] for name in pair.teachers]
@@ -76,11 +77,14 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         "volume": volume, "subset_seed": seed,
         "teachers": [{"arch": r.arch, "checkpoint": r.checkpoint} for r in refs],
         "eval_splits": list(eval_splits), "max_eval_per_class": max_eval_per_class,
+        "eval_seed": cfg.eval_seed,
         "weights": cfg.students.weights.get(student),
         # teachers' outputs on this subset, computed once and shared by all trials of the study
         "cache_dir": None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache",
     }
-    hp = {**cfg.students.hparams, **hparams, "method": method, "seed": seed}
+    # precedence: the paper's (or the sweep's) values < the user's students.hparams < what the
+    # cell itself varies (an ablation's K, the method, the seed)
+    hp = {**hparams, **cfg.students.hparams, **(forced or {}), "method": method, "seed": seed}
     teacher_label = "+".join(pair.teachers) if (pair is not None and method != "vt") else ""
     tags = {
         "method": method, "teachers": teacher_label, "student": student, "volume": str(volume),
@@ -98,8 +102,10 @@ def sweep_cells(cfg: StudyConfig, teachers: TeacherMap) -> list[tuple[Cell, Any]
     out = []
     for method, space_name in cfg.sweep.spaces.items():
         for volume in cfg.sweep.volumes:
+            # the searched values go on top of these at trial time (tune.split_config); the
+            # config refuses a user-fixed key that the space also sets
             cell = student_cell(cfg, "sweep", source, data, pair, pair.student, method, volume,
-                                cfg.sweep.seed, {}, teachers, eval_splits=("val",),
+                                cfg.sweep.seed, paper_hparams(method, volume), teachers, eval_splits=("val",),
                                 max_eval_per_class=cfg.sweep.max_eval_per_class,
                                 extra_tags={"space": space_name})
             out.append((cell, get_space(space_name, method, volume)))
@@ -111,15 +117,27 @@ def paper_hparams(method: str, volume: int) -> dict[str, Any]:
     return get_space("paper", method, volume)(FixedTrial({}))
 
 
-def chosen_for(chosen: ChosenHParams, method: str, volume: int) -> dict[str, Any]:
-    """The sweep's choice for (method, volume), else for the nearest swept volume."""
-    if (method, volume) in chosen:
-        return dict(chosen[(method, volume)])
+def chosen_for(chosen: ChosenHParams, method: str, volume: int) -> dict[str, Any] | None:
+    """The paper's values under the sweep's choice for (method, volume), else for the nearest
+    swept volume; None when `method` was not swept."""
     volumes = [v for (m, v) in chosen if m == method]
     if not volumes:
-        return paper_hparams(method, volume)
-    nearest = min(volumes, key=lambda v: (abs(v - volume), v))
-    return dict(chosen[(method, nearest)])
+        return None
+    nearest = volume if volume in volumes else min(volumes, key=lambda v: (abs(v - volume), v))
+    return {**paper_hparams(method, volume), **chosen[(method, nearest)]}
+
+
+def grid_hparams(cfg: StudyConfig, chosen: ChosenHParams, method: str, volume: int) -> tuple[dict, str]:
+    """(base hyperparameters, where they come from: 'sweep', 'from_run' or 'paper') of a grid cell.
+    A method the grid takes from a sweep but that was not swept is a listed `grid.untuned` one."""
+    if cfg.grid.hparams != "paper":
+        swept = chosen_for(chosen, method, volume)
+        if swept is not None:
+            return swept, cfg.grid.hparams
+        if method not in cfg.grid.untuned:
+            raise UserError(f"{cfg.path}: no chosen hyperparameters for method {method!r} "
+                            f"(grid.hparams: {cfg.grid.hparams}): sweep it, or list it in grid.untuned")
+    return paper_hparams(method, volume), "paper"
 
 
 def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) -> list[Cell]:
@@ -132,12 +150,12 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) ->
                         continue
                     vt_students.add((source, pair.student))
                 for volume in cfg.students.volumes:
-                    hp = (chosen_for(chosen, method, volume) if cfg.grid.hparams == "sweep"
-                          else paper_hparams(method, volume))
+                    hp, origin = grid_hparams(cfg, chosen, method, volume)
                     for seed in cfg.students.seeds:
                         cells.append(student_cell(cfg, "grid", source, data, pair, pair.student,
                                                   method, volume, seed, hp, teachers,
-                                                  extra_tags={"hparams_from": cfg.grid.hparams}))
+                                                  max_eval_per_class=cfg.grid.max_val_per_class,
+                                                  extra_tags={"hparams_from": origin}))
     return cells
 
 
@@ -148,17 +166,20 @@ def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams
     if a.k_values:
         pair = cfg.students.pairs[0]
         for volume in a.k_volumes or cfg.students.volumes:
-            base = (chosen_for(chosen, "ckd", volume) if cfg.grid.hparams == "sweep" and "ckd" in cfg.sweep.spaces
-                    else paper_hparams("ckd", volume))
+            base = chosen_for(chosen, "ckd", volume) if cfg.grid.hparams != "paper" else None
+            origin = cfg.grid.hparams if base is not None else "paper"
             for k in a.k_values:
                 for seed in a.k_seeds:
                     cells.append(student_cell(cfg, "ablations", source, data, pair, pair.student, "ckd",
-                                              volume, seed, {**base, "k": k}, teachers,
-                                              extra_tags={"ablation": "k", "k": str(k)}))
+                                              volume, seed, base or paper_hparams("ckd", volume), teachers,
+                                              max_eval_per_class=cfg.grid.max_val_per_class,
+                                              extra_tags={"ablation": "k", "k": str(k), "hparams_from": origin},
+                                              forced={"k": k}))
     for student in a.efficiency_students:
         for volume in a.efficiency_volumes:
             for seed in a.efficiency_seeds:
                 cells.append(student_cell(cfg, "ablations", source, data, None, student, "vt", volume,
                                           seed, paper_hparams("vt", volume), teachers,
-                                          extra_tags={"ablation": "efficiency"}))
+                                          max_eval_per_class=cfg.grid.max_val_per_class,
+                                          extra_tags={"ablation": "efficiency", "hparams_from": "paper"}))
     return cells

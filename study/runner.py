@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import get_space
+from search_spaces import space_keys
 from study.config import Resources, StudyConfig
 from study.plan import (
     STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
@@ -53,6 +53,7 @@ class RunOptions:
     resume: bool = False
     stage: str | None = None
     max_concurrent: int | None = None
+    retrain_teachers: bool = False  # never reuse a finished teacher run (of any study)
     verbose: int = 1
 
 
@@ -163,6 +164,7 @@ class StudyRunner:
         self.storage = f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
         self.summary = StudySummary()
         self._parent: str | None = None
+        self.code = code_version()
 
     # --- the whole study -------------------------------------------------------
     def check(self) -> None:
@@ -171,6 +173,10 @@ class StudyRunner:
             check_address(self.opts.address)
         self.tracking.check_reachable()
         exists = self.tracking.parent_run() is not None or Path(self.storage).exists()
+        if exists and self.opts.retrain_teachers:
+            raise UserError(
+                f"study {self.cfg.name!r} already has results, distilled from its current teachers: retrain "
+                "them in a new study (another name or --workdir) with --retrain-teachers")
         if exists and not self.opts.resume and self.opts.stage is None:
             raise UserError(
                 f"study {self.cfg.name!r} already has results ({self.cfg.tracking_uri}, {self.storage}): "
@@ -183,15 +189,17 @@ class StudyRunner:
         stages = [self.opts.stage] if self.opts.stage else list(STAGES)
         config_text = Path(self.cfg.path).read_text() if Path(self.cfg.path).is_file() else ""
         with ray_session(self.opts.address, self.opts.verbose):
-            self._parent = self.tracking.start_parent(self.cfg.config_hash, config_text, code_version())
+            self._parent = self.tracking.start_parent(self.cfg.config_hash, config_text, self.code)
             self.summary.parent_run_id = self._parent
             status = "FAILED"
             try:
                 teachers = self.teachers(train="teachers" in stages)
-                if "sweep" in stages:
+                if "sweep" in stages and self.cfg.grid.hparams != "from_run":
                     self.sweep(teachers)
                 chosen = self.chosen_hparams() if ("grid" in stages or "ablations" in stages) else {}
                 self.summary.chosen = dict(chosen)
+                if chosen and self.cfg.grid.hparams == "sweep":  # the grid can be re-run from them
+                    self.tracking.log_chosen(self._parent, chosen)
                 if "grid" in stages and self.cfg.grid.enabled:
                     self.grid_stage("grid", grid_cells(self.cfg, teachers, chosen), log_models=True)
                 if "ablations" in stages:
@@ -213,7 +221,7 @@ class StudyRunner:
         todo: list[Cell] = []
         reused = 0
         for cell in teacher_cells(self.cfg):
-            ref = self._finished_teacher(cell)
+            ref = None if self.opts.retrain_teachers else self._finished_teacher(cell, warn=True)
             if ref is not None:
                 out[(cell.tags["source"], cell.tags["teacher_name"])] = ref
                 reused += 1
@@ -235,10 +243,15 @@ class StudyRunner:
         self.summary.stages.append(stage)
         return out
 
-    def _finished_teacher(self, cell: Cell) -> TeacherRef | None:
+    def _finished_teacher(self, cell: Cell, warn: bool = False) -> TeacherRef | None:
         run = self.tracking.finished_teacher(cell.config_hash)
         if run is None:
             return None
+        trained_by = run.data.tags.get("code_version", "unknown")
+        if warn and trained_by != self.code:
+            self.echo(f"warning: teacher {cell.tags['cell']} is reused from run {run.info.run_id}, trained by "
+                      f"code version {trained_by}; this is {self.code}. Its numbers may differ from a teacher "
+                      "trained now: `study run --retrain-teachers` (in a new study) trains it again.")
         path, digest = run.data.tags["checkpoint_path"], run.data.tags.get("checkpoint_sha256")
         if not Path(path).is_file():
             return None
@@ -256,12 +269,14 @@ class StudyRunner:
             if result.error is not None or result.checkpoint is None:
                 continue
             tags = result.config["cell"]["tags"]
-            dest = folder / f"{tags['cell'].replace('/', '_')}-{tags['config_hash']}.pt"
+            # one file per trial: a retrained teacher never replaces the weights an older run recorded
+            trial_id = result.metrics.get("trial_id", "")
+            dest = folder / f"{tags['cell'].replace('/', '_')}-{tags['config_hash']}-{trial_id}.pt"
             with result.checkpoint.as_directory() as d:
                 tmp = dest.with_suffix(".tmp")
                 shutil.copyfile(Path(d) / MODEL_FILE, tmp)
                 os.replace(tmp, dest)
-            run_id = run_of.get(result.metrics.get("trial_id"))
+            run_id = run_of.get(trial_id)
             if run_id is not None:
                 self.tracking.client.set_tag(run_id, "checkpoint_path", str(dest))
                 self.tracking.client.set_tag(run_id, "checkpoint_sha256", sha256_file(dest))
@@ -281,7 +296,10 @@ class StudyRunner:
             self.summary.stages.append(stage)
 
     def chosen_hparams(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Per swept (method, volume): the searched values of the best complete run on validation."""
+        """Per swept (method, volume): the searched values of the best complete run on validation
+        (or, with grid.hparams: from_run, those an earlier study recorded on its parent run)."""
+        if self.cfg.grid.hparams == "from_run":
+            return self.tracking.chosen_of(self.cfg.grid.from_run)
         if self.cfg.grid.hparams != "sweep":
             return {}
         metric, chosen = self.cfg.sweep.metric, {}
@@ -299,8 +317,7 @@ class StudyRunner:
                            key=lambda r: r.data.metrics[metric])
                 params = HParams.from_dict({k: v for k, v in best.data.params.items()
                                             if k in HParams.__dataclass_fields__}).to_dict()
-                searched = searched_names(get_space(space, method, volume))
-                chosen[(method, volume)] = {k: params[k] for k in searched}
+                chosen[(method, volume)] = {k: params[k] for k in space_keys(space, method, volume)}
         return chosen
 
     def grid_stage(self, name: str, cells: list[Cell], log_models: bool = False) -> None:
@@ -321,7 +338,8 @@ class StudyRunner:
         else:
             self.echo(f"[{name}] starting")
             callback = MLflowTrialCallback(self.cfg.tracking_uri, self.tracking.experiment_id,
-                                           self._parent, self.cfg.name, log_models=log_models)
+                                           self._parent, self.cfg.name, log_models=log_models,
+                                           code_version=self.code)
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(
@@ -364,12 +382,3 @@ class _InterruptWatch(logging.Handler):
 
     def __exit__(self, *exc) -> None:
         logging.getLogger(self.LOGGER).removeHandler(self)
-
-
-def searched_names(space) -> list[str]:
-    """The hyperparameters a define-by-run space declares or fixes (besides the method)."""
-    import optuna
-
-    trial = optuna.create_study().ask()
-    constants = space(trial) or {}
-    return list(trial.params) + [k for k in constants if k != "method"]

@@ -1,22 +1,18 @@
-"""The short summary `study run` ends with: chosen hyperparameters, results, next commands."""
+"""The short summary `study run` ends with: stages, chosen hyperparameters, the test accuracy
+table, the teachers beside their students, the paired comparisons in plain words, next commands.
+It reads the study back from MLflow through `analysis/`, as `study report` does."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
+from analysis import render
+from analysis.runs import load_study
+from analysis.tables import build_cells, comparisons, views
+from analysis.teachers import teacher_table, weak_teachers
 from study.config import StudyConfig
 from study.runner import StudySummary
-from study.tracking import Tracking
-
-
-def results_frame(tracking: Tracking, stage: str) -> pd.DataFrame:
-    rows = []
-    for run in tracking.children(stage, status="FINISHED"):
-        rows.append({**{k: run.data.tags.get(k) for k in ("source", "pair", "method", "volume", "seed")},
-                     **{k: run.data.metrics.get(k) for k in ("test_acc", "test_auc")}})
-    return pd.DataFrame(rows)
+from trainables.errors import UserError
 
 
 def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: Callable[[str], None]) -> None:
@@ -30,15 +26,37 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
     for (method, volume), hp in sorted(summary.chosen.items()):
         echo(f"  best {method} at {volume} images (validation): "
              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hp.items())))
-    frame = results_frame(Tracking(cfg.tracking_uri, cfg.name), "grid")
-    if not frame.empty:
-        frame["volume"] = frame["volume"].astype(int)
-        table = frame.groupby(["source", "pair", "volume", "method"])["test_acc"].agg(["mean", "std", "count"])
-        echo("\ntest accuracy (mean, std over seeds):")
-        echo(table.round(3).to_string())
+    _results(cfg, echo)
     uri = cfg.tracking_uri
     echo(f"\nMLflow tracking URI: {uri}")
     echo(f"Ray storage:         {cfg.storage_path}/{cfg.name}")
     echo("next:")
     echo(f"  mlflow ui --backend-store-uri {uri}      (or: study ui --workdir {workdir})")
     echo(f"  study report --workdir {workdir} --study {cfg.name} --out reports/")
+
+
+def _results(cfg: StudyConfig, echo: Callable[[str], None]) -> None:
+    try:
+        runs = load_study(cfg.tracking_uri, cfg.name).runs
+    except UserError:  # no trial run (e.g. only teachers given): nothing to tabulate
+        return
+    cells = build_cells(runs)
+    for view in (v for v in views(cells) if v.metric == "acc"):
+        echo(f"\n{view.title}: test accuracy, mean ± std (seeds)")
+        echo(render.markdown_table(view))
+        if view.untuned:
+            echo(render.UNTUNED_NOTE)
+    for warning in weak_teachers(teacher_table(runs)):
+        echo(f"\nwarning: {warning}")
+    comp = comparisons(cells)
+    comp = comp[comp["metric"] == "acc"] if not comp.empty else comp
+    if comp.empty:
+        return
+    echo("\npaired comparisons of test accuracy (same subset, initial weights and test rows per seed; "
+         "95 % t interval):")
+    for r in comp.itertuples():
+        echo(f"  {render.pair_text(r.pair)} at {r.volume}: {render.method_name(r.a)} - {render.method_name(r.b)} "
+             f"{r.text}: {render.resolved_text(r)}")
+    resolved = int(comp["resolved"].sum())
+    echo(f"  {resolved} of {len(comp)} differences resolved (interval excludes 0); the others cannot be told "
+         "apart from 0 with these seeds and test rows.")

@@ -7,6 +7,7 @@ runs left RUNNING by an interrupted stage KILLED.
 """
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
@@ -22,7 +23,10 @@ from trainables.errors import UserError
 from trainables.tune import MODEL_FILE, split_config
 
 METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+)$")
-SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class")
+SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
+CHOSEN_FILE = "chosen_hparams.json"
+# strings a trial reports that become tags: where it ran, and digests of the rows it was scored on
+RESULT_TAGS = ("node_ip", "node_id", "val_rows", "test_rows")
 
 
 def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
@@ -107,6 +111,26 @@ class Tracking:
             self.client.set_terminated(run.info.run_id, "KILLED")
         return len(runs)
 
+    def log_chosen(self, run_id: str, chosen) -> None:
+        """The sweep's chosen values, on the parent run (`chosen_hparams.json`): a later study
+        can run its grid from them (grid.hparams: from_run, grid.from_run: <this run id>)."""
+        rows = [{"method": m, "volume": v, "hparams": dict(hp)} for (m, v), hp in sorted(chosen.items())]
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / CHOSEN_FILE).write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+            self.client.log_artifact(run_id, str(Path(d) / CHOSEN_FILE))
+
+    def chosen_of(self, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+        """What `log_chosen` recorded on parent run `run_id`."""
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(self.client.download_artifacts(run_id, CHOSEN_FILE, d))
+                rows = json.loads(path.read_text())
+        except Exception as exc:
+            raise UserError(f"grid.from_run={run_id!r}: no {CHOSEN_FILE} on that run at {self.uri} "
+                            f"({exc.__class__.__name__}); give the parent run id of a study whose grid "
+                            "took the sweep's values") from None
+        return {(r["method"], int(r["volume"])): dict(r["hparams"]) for r in rows}
+
     def end_parent(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
@@ -123,9 +147,9 @@ class Tracking:
 
 class MLflowTrialCallback(tune.Callback):
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, study: str,
-                 log_models: bool = False):
+                 log_models: bool = False, code_version: str = "unknown"):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
-        self.study, self.log_models = study, log_models
+        self.study, self.log_models, self.code_version = study, log_models, code_version
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._nodes: dict[str, list[str]] = {}
@@ -162,7 +186,7 @@ class MLflowTrialCallback(tune.Callback):
     def _create(self, trial) -> str:
         spec, hp, tags = split_config(trial.config)
         tags = {**tags, "study": self.study, "kind": "trial", "trial_id": trial.trial_id,
-                "mlflow.parentRunId": self.parent_run_id}
+                "mlflow.parentRunId": self.parent_run_id, "code_version": self.code_version}
         name = f"{tags.get('stage')}:{tags.get('cell', trial.trial_id)}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         params = {**hp.to_dict(), **{k: getattr(spec, k) for k in SPEC_PARAMS},
@@ -184,7 +208,7 @@ class MLflowTrialCallback(tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if METRIC_RE.match(k) and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        tags = [RunTag(k, str(result[k])) for k in ("node_ip", "node_id") if k in result]
+        tags = [RunTag(k, str(result[k])) for k in RESULT_TAGS if k in result]
         if "node_id" in result:  # every node the trial ran on (it moves after a node dies)
             nodes = self._nodes.setdefault(trial.trial_id, [])
             if result["node_id"] not in nodes:

@@ -75,21 +75,26 @@ def test_best_per_row_in_bold(store):
 
 def test_paired_comparisons_by_seed(store):
     comp = comparisons(_cells(store, "demo"))
-    acc = comp[comp["metric"] == "acc"].set_index(["volume", "b"])
-    assert set(acc.index) == {("100", "vt"), ("100", "kd"), ("10", "vt")}
+    acc = comp[comp["metric"] == "acc"].set_index(["volume", "a", "b"])
+    # every method against every other of its row, the later one minus the earlier: each
+    # distillation method against VT, and against each other
+    assert set(acc.index) == {("100", "kd", "vt"), ("100", "ckd", "vt"), ("100", "ckd", "kd"), ("10", "ckd", "vt")}
     t2 = sps.t.ppf(0.975, 2)
     for other, diffs in (("vt", [0.05, 0.04, 0.05]), ("kd", [0.04, 0.02, 0.03])):
         mean = sum(diffs) / 3
         se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
-        row = acc.loc[("100", other)]
-        assert row["a"] == "ckd" and row["n"] == 3
+        row = acc.loc[("100", "ckd", other)]
+        assert row["n"] == 3 and bool(row["resolved"])  # both intervals lie above 0
         assert row["mean_diff"] == pytest.approx(mean)
         assert row["low"] == pytest.approx(mean - t2 * se) and row["high"] == pytest.approx(mean + t2 * se)
         assert row["p"] == pytest.approx(sps.ttest_rel([0.85, 0.86, 0.83], [v - d for v, d in
                                                           zip([0.85, 0.86, 0.83], diffs)]).pvalue)
-    assert acc.loc[("100", "vt")]["text"] == "+0.047 [+0.032, +0.061] (n=3)"
-    one = acc.loc[("10", "vt")]
+    assert acc.loc[("100", "ckd", "vt")]["text"] == "+0.047 [+0.032, +0.061] (n=3)"
+    kd_vt = acc.loc[("100", "kd", "vt")]  # KD - VT = (CKD - VT) - (CKD - KD), seed by seed
+    assert kd_vt["mean_diff"] == pytest.approx(((0.05 - 0.04) + (0.04 - 0.02) + (0.05 - 0.03)) / 3)
+    one = acc.loc[("10", "ckd", "vt")]
     assert one["n"] == 1 and one["text"] == "+0.050, n/a (1 seed)" and math.isnan(one["low"])
+    assert not one["resolved"]
 
 
 def test_missing_paper_cells_are_listed(store):

@@ -14,6 +14,10 @@ def test_quickstart_then_report(tmp_path):
                          capture_output=True, text=True, timeout=1100, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "study quickstart: done" in run.stdout
+    # it ends with the paired comparisons, in plain words
+    assert "paired comparisons of test accuracy" in run.stdout
+    assert "differences resolved (interval excludes 0)" in run.stdout
+    assert "warning: teacher" not in run.stdout  # the teacher clearly beats its best student
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     frame = mlflow.search_runs(experiment_names=["quickstart"])
@@ -23,7 +27,11 @@ def test_quickstart_then_report(tmp_path):
     assert set(kids["status"]) == {"FINISHED"}  # nothing left RUNNING
     assert set(kids["tags.stage"]) == {"teachers", "sweep", "grid", "ablations"}
     grid = kids[kids["tags.stage"] == "grid"]
-    assert len(grid) == 4 * 2 * 2 and grid["metrics.test_acc"].notna().all()
+    assert len(grid) == 4 * 2 * 5 and grid["metrics.test_acc"].notna().all()  # methods x volumes x seeds
+    assert set(grid["tags.hparams_from"]) == {"sweep"}  # every method swept, on the same budget
+    sweep = kids[kids["tags.stage"] == "sweep"]
+    assert sweep.groupby("tags.method").size().to_dict() == {"ckd": 4, "kd": 4, "rkd": 4, "vt": 4}
+    assert grid["tags.test_rows"].nunique() == 1  # one test set for every trial
     teacher = kids[kids["tags.stage"] == "teachers"]
     assert teacher["metrics.test_acc"].iloc[0] > 0.7  # the teacher learned the synthetic task
 
@@ -32,6 +40,7 @@ def test_quickstart_then_report(tmp_path):
                           "--study", "quickstart", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-3000:]
     text = (out / "report.md").read_text()
-    assert "synthetic" in text and "CKD" in text
+    assert "synthetic" in text and "CKD" in text and "## Teachers" in text and "clearly stronger" in text
+    assert "the same rows for every grid trial" in text
     for png in ("fig2_data_efficiency.png", "fig4_k.png"):
         assert (out / png).stat().st_size > 5000

@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from search_spaces import SPACE_METHODS, SPACES, get_space
+from search_spaces import SPACE_METHODS, SPACES, get_space, space_keys
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
 
@@ -10,12 +10,12 @@ def _fixed(**params):
     return optuna.trial.FixedTrial(params)
 
 
+COMMON = dict(batch_size=16, lr=1e-3, weight_decay=1e-4)
 FIXED = {
-    "vt": dict(batch_size=16, lr=1e-3),
-    "kd": dict(kd_t=4.0, lam=1.0, batch_size=16, lr=1e-3),
-    "rkd": dict(rkd_distance_w=25.0, rkd_angle_w=50.0, batch_size=16, lr=1e-3),
-    "ckd": dict(tau=0.05, lam=0.1, k=32, z_mode="none", negatives="instance", symmetric=True,
-                batch_size=24, lr=1e-3),
+    "vt": dict(COMMON),
+    "kd": dict(kd_t=4.0, lam=1.0, **COMMON),
+    "rkd": dict(rkd_distance_w=25.0, rkd_angle_w=50.0, **COMMON),
+    "ckd": dict(tau=0.05, lam=0.1, k=32, z_mode="none", negatives="instance", symmetric=True, **COMMON),
 }
 
 
@@ -33,7 +33,8 @@ def test_ckd_space_declares_exactly_its_parameters():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     get_space("ckd", "ckd", 100)(trial)
-    assert set(trial.params) == {"tau", "lam", "k", "z_mode", "negatives", "symmetric", "batch_size", "lr"}
+    assert set(trial.params) == {"tau", "lam", "k", "z_mode", "negatives", "symmetric", "batch_size", "lr",
+                                 "weight_decay"}
     assert 0.01 <= trial.params["tau"] <= 1.0
     assert trial.params["k"] in (8, 16, 32, 64, 128)
 
@@ -60,3 +61,20 @@ def test_unknown_space_or_wrong_method_is_a_clear_error():
         get_space("nope", "ckd", 10)
     with pytest.raises(ConfigError, match="tunes"):
         get_space("kd", "ckd", 10)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_space_keys_are_what_an_optuna_trial_sees(name):
+    """`space_keys` (no Optuna study) lists what a real Optuna trial declares, plus the constants."""
+    for method in SPACE_METHODS[name]:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+        constants = get_space(name, method, 100)(trial)
+        assert set(space_keys(name, method, 100)) == set(trial.params) | (set(constants) - {"method"})
+
+
+def test_every_method_space_searches_the_same_optimiser_knobs():
+    for name in ("vt", "kd", "rkd", "ckd"):
+        assert {"batch_size", "lr", "weight_decay"} <= set(space_keys(name, name, 100)), name
+    assert space_keys("rkd", "rkd", 100) == ("batch_size", "lam", "lr", "rkd_angle_w", "rkd_distance_w",
+                                             "weight_decay")
+    assert space_keys("paper", "vt", 10) == ("batch_size",)

@@ -22,6 +22,7 @@ def tiny(root: Path, **overrides) -> dict:
         "students": {"pairs": ["r->test_efficientnet"], "methods": ["vt", "ckd"], "volumes": [10],
                      "seeds": [0], "hparams": {"epochs": 2}},
         "sweep": {"spaces": {"ckd": "ckd"}, "trials": 2, "volumes": [10]},
+        "grid": {"untuned": ["vt"]},  # VT takes the paper's values beside the swept CKD (marked in tables)
     }
     for key, value in overrides.items():
         section, _, sub = key.partition(".")

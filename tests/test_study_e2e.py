@@ -1,4 +1,5 @@
 """End-to-end `study run` in a subprocess: a real local Ray, a real SQLite MLflow store."""
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ def write_config(path: Path, root: Path, name: str, **changes) -> Path:
                      "volumes": [10, 20], "seeds": [0], "hparams": {"epochs": 2, "min_steps": 4}},
         "sweep": {"spaces": {"ckd": "ckd"}, "trials": 2, "volumes": [10], "max_eval_per_class": 30},
         "ablations": {"k_values": [4], "k_volumes": [10], "efficiency_volumes": [10]},
+        "grid": {"untuned": ["vt", "kd", "rkd"]},  # only CKD is swept here (time): the others are marked
         "resources": {"cpu": 1, "loader_workers": 2},
     }
     for key, value in changes.items():
@@ -78,6 +80,16 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     assert len(sweep) == 2 and sweep["metrics.test_acc"].isna().all()  # never evaluated on test
     ckd = grid[grid["tags.method"] == "ckd"]
     assert set(ckd["params.tau"]) <= set(sweep["params.tau"])
+    assert dict(zip(grid["tags.method"], grid["tags.hparams_from"])) == {
+        "ckd": "sweep", "vt": "paper", "kd": "paper", "rkd": "paper"}
+    # every grid trial was scored on the same, whole test split, and recorded it
+    assert grid["tags.test_rows"].nunique() == 1 and grid["metrics.test_n"].nunique() == 1
+    assert (grid["metrics.test_n_real"] + grid["metrics.test_n_fake"] == grid["metrics.test_n"]).all()
+    parent_id = parent["run_id"].iloc[0]
+    chosen = json.loads(Path(mlflow.MlflowClient().download_artifacts(
+        parent_id, "chosen_hparams.json", str(tmp_path))).read_text())
+    assert [(c["method"], c["volume"]) for c in chosen] == [("ckd", 10)]
+    assert chosen[0]["hparams"]["tau"] in set(ckd["params.tau"].astype(float))
     # per-epoch history and artifacts
     client = mlflow.MlflowClient()
     run_id = grid["run_id"].iloc[0]
@@ -93,7 +105,9 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     assert again.returncode == 2 and "--resume" in again.stderr
     assert len(runs(work, "e2e")) == len(frame)
 
-    # a second study with the same teacher config reuses the finished teacher
+    # a second study with the same teacher config reuses the finished teacher, with a warning
+    # when another code version trained it
+    mlflow.MlflowClient().set_tag(teacher["run_id"].iloc[0], "code_version", "0000old")
     cfg2 = write_config(tmp_path / "s2.yaml", synthetic_root, "e2e-vt",
                         students={"pairs": ["r->test_efficientnet"], "methods": ["kd"], "volumes": [10],
                                   "seeds": [0], "hparams": {"epochs": 1}},
@@ -101,6 +115,9 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     second = study("run", str(cfg2), "--workdir", str(work))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "1 reused" in second.stdout
+    assert "trained by code version 0000old" in second.stdout and "--retrain-teachers" in second.stdout
+    refused = study("run", str(cfg2), "--workdir", str(work), "--retrain-teachers", "--resume")
+    assert refused.returncode == 2 and "retrain them in a new study" in refused.stderr
     kids2 = children(runs(work, "e2e-vt"))
     assert set(kids2["tags.stage"]) == {"grid"}
     assert kids2["params.teacher_checkpoints"].iloc[0] == teacher["tags.checkpoint_path"].iloc[0]
@@ -173,3 +190,32 @@ def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, syntheti
         before = first.loc[first["run_id"] == run_id, "end_time"].iloc[0]
         after = final.loc[final["run_id"] == run_id, "end_time"].iloc[0]
         assert before == after
+
+
+def test_one_config_run_twice_one_at_a_time_chooses_the_same_and_retrains_on_request(tmp_path, synthetic_root):
+    """The sweep's sampler is seeded from the study (sweep.seed): with one trial at a time, two
+    runs of one config choose the same values. The second study retrains its teacher
+    (--retrain-teachers) instead of reusing the first one's."""
+    work = tmp_path / "w"
+    chosen, sweeps = [], []
+    for name, extra in (("rep-a", ()), ("rep-b", ("--retrain-teachers",))):
+        cfg = write_config(tmp_path / f"{name}.yaml", synthetic_root, name,
+                           teachers=[{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 1, "batch_size": 64}}],
+                           students={"pairs": ["r->test_efficientnet"], "methods": ["ckd"], "volumes": [10],
+                                     "seeds": [0], "hparams": {"epochs": 2, "min_steps": 4}},
+                           sweep={"spaces": {"ckd": "ckd"}, "trials": 3, "volumes": [10], "max_eval_per_class": 30,
+                                  "seed": 7},
+                           grid={"enabled": False}, ablations={})
+        done = study("run", str(cfg), "--workdir", str(work), "--max-concurrent", "1", *extra)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        frame = runs(work, name)
+        assert "reused" not in done.stdout  # rep-b trained its own teacher
+        assert (children(frame)["tags.stage"] == "teachers").sum() == 1
+        parent = frame[frame["tags.kind"] == "parent"]["run_id"].iloc[0]
+        path = mlflow.MlflowClient().download_artifacts(parent, "chosen_hparams.json", str(tmp_path / name))
+        chosen.append(json.loads(Path(path).read_text()))
+        sweep = children(frame)
+        sweep = sweep[sweep["tags.stage"] == "sweep"].sort_values("start_time")
+        sweeps.append(list(zip(sweep["params.tau"], sweep["params.lam"], sweep["params.batch_size"])))
+    assert sweeps[0] == sweeps[1] and len(sweeps[0]) == 3  # the same trials in the same order
+    assert chosen[0] == chosen[1] and chosen[0][0]["method"] == "ckd"

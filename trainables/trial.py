@@ -17,7 +17,7 @@ import torch
 from trainables.data import read_index
 from trainables.data.images import load_images
 from trainables.data.stream import FileSet
-from trainables.data.subsets import balanced_split, balanced_subset
+from trainables.data.subsets import balanced_split, balanced_subset, rows_digest, whole_split
 from trainables.engine import (
     EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, prepare_teacher,
     set_seed, train_student,
@@ -49,7 +49,8 @@ class TrialSpec:
     subset_seed: int = 0
     teachers: tuple[TeacherRef, ...] = ()
     eval_splits: tuple[str, ...] = ("val", "test")
-    max_eval_per_class: int | None = None  # cap the balanced val/test sets (sweeps)
+    max_eval_per_class: int | None = None  # cap the val set per class (sweeps); test: always the whole split
+    eval_seed: int = 0  # the study's fixed seed for a capped evaluation set; never the training seed
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
     device: str = "auto"
     cache_dir: str | None = None  # teachers' outputs shared by the study's trials (teacher_cache.py)
@@ -70,6 +71,8 @@ class TrialSpec:
         spec = cls(**values)
         if spec.role not in ROLES:
             raise ConfigError(f"trial spec: role={spec.role!r} is not one of {list(ROLES)}")
+        if not set(spec.eval_splits) <= {"val", "test"}:
+            raise ConfigError(f"trial spec: eval_splits={list(spec.eval_splits)} may hold only 'val' and 'test'")
         if spec.stream not in STREAM_MODES:
             raise ConfigError(f"trial spec: stream={spec.stream!r} must be true, false or 'auto'")
         if spec.loader_workers < 0:
@@ -81,6 +84,7 @@ class TrialSpec:
 class TrialOutcome:
     result: TrainResult
     metrics: dict[str, float] = field(default_factory=dict)  # val_* and test_* of the final model
+    tags: dict[str, str] = field(default_factory=dict)  # val_rows / test_rows: digests of the scored rows
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,7 +129,22 @@ def training_frame(spec: TrialSpec, index: pd.DataFrame) -> pd.DataFrame:
 
 
 def eval_frame(spec: TrialSpec, index: pd.DataFrame, split: str) -> pd.DataFrame:
-    return balanced_split(index, split, seed=spec.subset_seed, max_per_class=spec.max_eval_per_class)
+    """The rows `split` is scored on, the same for every trial of a study: the whole split (test
+    always, as the paper scores it), or a validation set capped at `max_eval_per_class` per class
+    (sweeps, or a grid's per-epoch validation), drawn with the study's `eval_seed`. Never drawn
+    with the training seed: the seeds of a cell are scored on identical rows."""
+    if split == "test" or spec.max_eval_per_class is None:
+        return whole_split(index, split)
+    return balanced_split(index, split, seed=spec.eval_seed, max_per_class=spec.max_eval_per_class)
+
+
+def eval_set_record(split: str, frame: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
+    """What a run records of the set it was scored on: size and class counts (metrics), and a
+    digest of its rows (a tag), so that a reader can check two runs saw the same rows."""
+    labels = frame["label"].to_numpy()
+    counts = {f"{split}_n": float(len(frame)), f"{split}_n_real": float((labels == 0).sum()),
+              f"{split}_n_fake": float((labels == 1).sum())}
+    return counts, {f"{split}_rows": rows_digest(frame)}
 
 
 def load_teachers(refs: Sequence[TeacherRef]) -> list[Detector]:
@@ -167,7 +186,10 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
         return file_set(frame, spec.image_size, spec.loader_workers) if streamed else image_set(frame, spec.image_size)
 
     train = split_set(frame)
-    val = split_set(eval_frame(spec, index, "val")) if "val" in spec.eval_splits else None
+    records: dict[str, pd.DataFrame] = {}
+    for split in spec.eval_splits:
+        records[split] = eval_frame(spec, index, split)
+    val = split_set(records["val"]) if "val" in records else None
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
@@ -181,7 +203,12 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
         metrics.update({k: v for k, v in result.history[-1].items() if k.startswith("val_")})
     elif val is not None:  # resumed after the last epoch: evaluate the restored model
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
-    if "test" in spec.eval_splits:
-        test = split_set(eval_frame(spec, index, "test"))
+    if "test" in records:
+        test = split_set(records["test"])
         metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device, hp).items()})
-    return TrialOutcome(result, metrics)
+    tags: dict[str, str] = {}
+    for split, rows in records.items():
+        counts, digest = eval_set_record(split, rows)
+        metrics.update(counts)
+        tags.update(digest)
+    return TrialOutcome(result, metrics, tags)

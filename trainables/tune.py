@@ -119,6 +119,6 @@ def train_trial(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         model = outcome.result.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
-        metrics = {**_finite(final), **node}
+        metrics = {**_finite(final), **node, **outcome.tags}  # tags: digests of the scored rows
         (Path(d) / FINAL_FILE).write_text(json.dumps(metrics))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

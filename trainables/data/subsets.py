@@ -10,6 +10,8 @@ row position (fresh RangeIndex) is the sample index of the memory bank.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 
@@ -73,6 +75,23 @@ def balanced_split(
         cls = rows[rows["label"] == label].reset_index(drop=True)
         parts.append(cls.iloc[pick_order(cls, seed, label)[:n]])
     return pd.concat(parts).sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def whole_split(index: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Every row of `split` (val or test), by path: the evaluation set the paper scores on."""
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not one of {list(SPLITS)}")
+    rows = _split_rows(index, split)
+    counts = {name: int((rows["label"] == label).sum()) for label, name in CLASS_NAMES.items()}
+    if min(counts.values()) == 0:
+        raise DataError(f"the {split} split has {counts} images: an evaluation set needs both classes")
+    return rows
+
+
+def rows_digest(frame: pd.DataFrame) -> str:
+    """A short SHA-256 of a set's rows (path and label, in order): equal digests, equal rows."""
+    text = "\n".join(f"{p}\t{int(y)}" for p, y in zip(frame["path"], frame["label"]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _split_rows(index: pd.DataFrame, split: str) -> pd.DataFrame:
