@@ -43,20 +43,20 @@ def kill_tree(pid: int) -> None:
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    for proc in tree:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
+    _kill(tree)
     late = []  # started by a descendant between the read and its kill
     for proc in tree[1:]:
         try:
             late += proc.children(recursive=True)
         except psutil.NoSuchProcess:
             pass
-    for proc in late:
+    _kill(late)
+    psutil.wait_procs(tree[1:] + late, timeout=30)  # not the root: its Popen reaps it (and its exit code)
+
+
+def _kill(procs) -> None:
+    for proc in procs:
         try:
             proc.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(tree[1:] + late, timeout=30)  # not the root: its Popen reaps it (and its exit code)
