@@ -130,9 +130,9 @@ class Explanation:
 
 def load_run_model(uri: str, run_id: str, device: torch.device) -> tuple[Detector, str, int, str]:
     """(model, arch, image_size, run label) of a run with a `model/model.pt` artifact."""
-    from analysis.runs import client_for, downloaded
+    from analysis.store import downloaded, open_existing
 
-    client = client_for(uri)
+    client = open_existing(uri)
     try:
         run = client.get_run(run_id)
     except Exception:

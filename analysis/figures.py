@@ -46,12 +46,12 @@ def _finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency_data(runs: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.DataFrame, str]:
-    """Fig. 2's points: the `ablation=efficiency` runs, else the grid's VT runs."""
+    """Fig. 2's points: the `ablation=efficiency` runs, else the grid's runs without a teacher (VT)."""
     done = _finished(runs)
-    ablation = done[(done["stage"] == "ablations") & (done["ablation"] == "efficiency") & (done["method"] == "vt")]
+    ablation = done[(done["stage"] == "ablations") & (done["ablation"] == "efficiency") & (done["teachers"] == "")]
     origin = "ablations (efficiency)"
     if ablation.empty or metric not in ablation or ablation[metric].isna().all():
-        ablation, origin = done[(done["stage"] == "grid") & (done["method"] == "vt")], "grid VT runs"
+        ablation, origin = done[(done["stage"] == "grid") & (done["teachers"] == "")], "grid runs without a teacher"
     return spread(ablation, ["source", "student"], "volume_n", metric), origin
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis import figures, render
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
+from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
 from analysis.teachers import CLEAR_MARGIN, teacher_table
 from trainables.errors import UserError
@@ -52,7 +53,7 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
                  curves: Iterable[str] = (), metric: str = "test_acc") -> Report:
     formats = tuple(formats)
     runs = load_study(uri, study)
-    cells = build_cells(runs.runs)
+    cells = build_cells(runs.runs, runs.parent.config_text if runs.parent else "")
     sources = sorted(s for s in set(runs.runs["source"]) if s)
     missing, not_run = missing_paper(cells, sources)
     rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells))
@@ -98,12 +99,6 @@ def _figures(rep: Report, metric: str, csv: bool) -> None:
         rep.figures[f"Fig. 4: {metric} against K"] = path
         if csv:
             rep.write_csv(k, "fig4_k.csv")
-
-
-def workdir_of(uri: str) -> str | None:
-    if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
-        return str(Path(uri.removeprefix("sqlite:///")).parent)
-    return None
 
 
 def explain_candidate(runs: pd.DataFrame) -> str | None:

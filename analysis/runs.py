@@ -1,4 +1,4 @@
-"""A study's MLflow runs as one tidy pandas frame: the only MLflow reads of the project.
+"""A study's MLflow runs as one tidy pandas frame (through `analysis.store`, the MLflow adapter).
 
 One row per trial (the latest run of each `trial_id`, should a resume have left two).
 Tags keep their names (`stage`, `method`, `pair`, `volume`, `seed`, `source`, ...),
@@ -9,9 +9,6 @@ param `lr` and the per-epoch metric `lr` would otherwise collide.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +16,10 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from analysis.store import downloaded, open_existing, search_all, tracking_uri  # noqa: F401  (tracking_uri: re-exported)
 from trainables.errors import UserError
+from trainables.record import TAG_NAMES, RunTags
 
-TAGS = ("study", "kind", "stage", "method", "teachers", "student", "pair", "volume", "seed", "source",
-        "trial_id", "cell", "ablation", "k", "teacher_name", "hparams_from", "checkpoint_path", "space",
-        "config_hash", "error", "code_version", "val_rows", "test_rows")
 DEFAULT_EXPERIMENT = "Default"
 
 
@@ -48,29 +44,6 @@ class StudyRuns:
         return self.runs[self.runs["status"] == "FINISHED"]
 
 
-def tracking_uri(workdir: str | Path | None = None, uri: str | None = None) -> str:
-    """The URI given, else `study run`'s default: sqlite:///<workdir>/mlflow.db."""
-    if uri:
-        return uri
-    return f"sqlite:///{Path(workdir or 'runs').resolve() / 'mlflow.db'}"
-
-
-def client_for(uri: str) -> MlflowClient:
-    """A client on an existing store: never create an empty SQLite DB by reading."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise UserError(f"no MLflow store at {uri} ({path} does not exist): pass the --workdir "
-                            "that `study run` used, or --tracking-uri")
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as exc:
-        raise UserError(f"MLflow tracking URI {uri} cannot be reached or opened: "
-                        f"{exc.__class__.__name__}: {str(exc)[:300]}") from None
-    return client
-
-
 def study_names(client: MlflowClient) -> list[str]:
     return sorted(e.name for e in client.search_experiments() if e.name != DEFAULT_EXPERIMENT)
 
@@ -90,16 +63,6 @@ def resolve_study(client: MlflowClient, uri: str, study: str | None) -> tuple[st
     return study, exp.experiment_id
 
 
-def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def cast_param(value: str) -> Any:
     """MLflow params are strings: '10' -> 10, '0.05' -> 0.05, 'True' -> True, 'None' -> None."""
     if value in ("None", ""):
@@ -114,24 +77,23 @@ def cast_param(value: str) -> Any:
     return value
 
 
-def _volume_n(volume: str) -> float:
-    return float(volume) if volume.isdigit() else math.nan
-
-
 def run_record(run) -> dict[str, Any]:
+    """One trial run as a row: its tags read through the trial record's schema
+    (`trainables.record`: typed seed, volume, K), params cast and prefixed `p_`, metrics."""
     tags = run.data.tags
+    planned = RunTags.from_mlflow(tags)
     row: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status,
                            "start_time": run.info.start_time, "end_time": run.info.end_time}
-    row.update({t: tags.get(t, "") for t in TAGS})
+    row.update({t: tags.get(t, "") for t in TAG_NAMES})
+    row.update({"seed": planned.seed, "volume": planned.volume_label, "k": planned.k,
+                "volume_n": float(planned.volume) if planned.volume is not None else math.nan})
     row["parent_run_id"] = tags.get("mlflow.parentRunId", "")
     row.update({f"p_{k}": cast_param(v) for k, v in run.data.params.items()})
     row.update(run.data.metrics)
-    row["seed"] = int(row["seed"]) if str(row["seed"]).lstrip("-").isdigit() else -1
-    row["volume_n"] = _volume_n(row["volume"])
     row["arch"] = row.get("p_arch") or ""
     row["image_size"] = row.get("p_image_size")
-    k = row.get("p_k", None)
-    row["k"] = k if isinstance(k, int) else (int(row["k"]) if str(row["k"]).isdigit() else None)
+    if row["k"] is None and isinstance(row.get("p_k"), int):  # a CKD run outside the K ablation
+        row["k"] = row["p_k"]
     return row
 
 
@@ -147,7 +109,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
 
 
 def load_parent(client: MlflowClient, experiment_id: str, study: str) -> Parent | None:
-    runs = search_all(client, experiment_id, f"tags.kind = 'parent' and tags.study = '{study}'")
+    runs = search_all(client, [experiment_id], f"tags.kind = 'parent' and tags.study = '{study}'")
     if not runs:
         return None
     run = max(runs, key=lambda r: r.info.start_time)
@@ -159,31 +121,11 @@ def load_parent(client: MlflowClient, experiment_id: str, study: str) -> Parent 
     return Parent(run.info.run_id, run.info.status, dict(run.data.tags), text)
 
 
-@contextmanager
-def downloaded(client: MlflowClient, run_id: str, artifact: str):
-    """A run's artifact in a temporary folder (no progress bar); FileNotFoundError if it has none."""
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(quiet)
-    os.environ[quiet] = "false"
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            try:
-                path = Path(client.download_artifacts(run_id, artifact, d))
-            except Exception:
-                raise FileNotFoundError(f"run {run_id} has no artifact {artifact}") from None
-            yield path
-    finally:
-        if before is None:
-            os.environ.pop(quiet, None)
-        else:
-            os.environ[quiet] = before
-
-
 def load_study(uri: str, study: str | None = None) -> StudyRuns:
     """Every trial run of `study` (and its parent run); a clear error when there is none."""
-    client = client_for(uri)
+    client = open_existing(uri)
     study, experiment_id = resolve_study(client, uri, study)
-    runs = search_all(client, experiment_id, f"tags.kind = 'trial' and tags.study = '{study}'")
+    runs = search_all(client, [experiment_id], f"tags.kind = 'trial' and tags.study = '{study}'")
     if not runs:
         raise UserError(f"study {study!r} at tracking URI {uri} has no trial runs yet: "
                         "run it with `study run` first (or check --study)")
@@ -192,7 +134,7 @@ def load_study(uri: str, study: str | None = None) -> StudyRuns:
 
 def metric_history(uri: str, run_id: str, keys: list[str] | None = None) -> pd.DataFrame:
     """Long frame (key, step, value) of a run's per-epoch metrics (all train_/val_/lr by default)."""
-    client = client_for(uri)
+    client = open_existing(uri)
     try:
         run = client.get_run(run_id)
     except Exception:
@@ -209,6 +151,6 @@ def metric_history(uri: str, run_id: str, keys: list[str] | None = None) -> pd.D
 
 
 def run_label(uri: str, run_id: str) -> str:
-    run = client_for(uri).get_run(run_id)
+    run = open_existing(uri).get_run(run_id)
     tags = run.data.tags
     return tags.get("cell") or run.info.run_name or run_id

@@ -16,15 +16,14 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+import yaml
 
 from analysis.paper import (
     CELEBDF, FFPP_SOURCES, dataset_of, paper_cells, paper_lookup, paper_table, table_name,
 )
 from analysis.stats import mean_std, paired, per_seed
-from trainables.errors import ConfigError
-from trainables.models import resolve_name
+from trainables.model_names import ALIASES
 
-METHODS = ("vt", "kd", "rkd", "ckd")
 # short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
 METRICS = {m: f"test_{m}" for m in ("acc", "bacc", "auc", "eer", "ap", "video_acc", "video_bacc", "video_auc",
                                     "video_eer", "video_ap")}
@@ -61,10 +60,33 @@ def source_key(source: str) -> tuple[int, str]:
 
 
 def timm_name(model: str) -> str:
-    try:
-        return resolve_name(model)
-    except ConfigError:
-        return model
+    return ALIASES.get(model, model)
+
+
+def baselines(runs: pd.DataFrame) -> list[str]:
+    """Methods whose student runs have no teacher (VT): their cell is shared by every pair of a
+    student, and every other method is compared against them."""
+    students = runs[runs["stage"] != "teachers"] if not runs.empty else runs
+    return sorted(set(students[students["teachers"] == ""]["method"]) - {""}) if not students.empty else []
+
+
+def method_order(runs: pd.DataFrame, config_text: str = "") -> list[str]:
+    """Table columns: the baselines, then the methods in the order the study's config lists
+    them (`students.methods` of the parent run's study.yaml), then any other in the order
+    its first trial started (the plan's order)."""
+    listed: list[str] = []
+    if config_text:
+        try:
+            listed = [str(m) for m in ((yaml.safe_load(config_text) or {}).get("students") or {}).get("methods", [])]
+        except (yaml.YAMLError, AttributeError):
+            listed = []
+    if runs.empty:
+        return []
+    by_first_run = runs.sort_values("start_time", kind="stable") if "start_time" in runs else runs
+    present = [m for m in dict.fromkeys(by_first_run["method"]) if m]  # the order trials were planned in
+    base = baselines(runs)
+    rest = [m for m in listed if m in present and m not in base]
+    return base + rest + [m for m in present if m not in base and m not in rest]
 
 
 def _finished(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
@@ -102,31 +124,33 @@ def _cell(table: str, block: str, source: str, volume: str, pair: str, method: s
     return out
 
 
-def _select(grid: pd.DataFrame, volume: str, pair: str, method: str) -> pd.DataFrame:
+def _select(grid: pd.DataFrame, volume: str, pair: str, method: str, base: list[str]) -> pd.DataFrame:
     g = grid[(grid["volume"] == volume) & (grid["method"] == method)]
-    if method == "vt":  # one VT cell per (source, student): shared by every pair of that student
+    if method in base:  # no teacher: one cell per (source, student), shared by every pair of that student
         return g[g["student"] == student_of(pair)]
     return g[g["pair"] == pair]
 
 
 def _block(table: str, block: str, source: str, grid: pd.DataFrame, teachers: pd.DataFrame,
-           pairs: list[str], methods: tuple[str, ...], paper: dict, full: bool) -> list[dict]:
+           pairs: list[str], methods: list[str], base: list[str], paper: dict, full: bool) -> list[dict]:
     rows: list[dict] = []
     for pair in pairs:
-        if full:
+        if full and base:  # the teacher of the student's architecture, in the baseline's column
             arch = timm_name(student_of(pair))
-            rows += _cell(table, block, source, "full", pair, "vt", teachers[teachers["arch"] == arch], paper)
+            rows += _cell(table, block, source, "full", pair, base[0], teachers[teachers["arch"] == arch], paper)
         for volume in sorted(set(grid["volume"]), key=volume_key):
             for method in methods:
-                rows += _cell(table, block, source, volume, pair, method, _select(grid, volume, pair, method),
-                              paper)
+                rows += _cell(table, block, source, volume, pair, method,
+                              _select(grid, volume, pair, method, base), paper)
     return rows
 
 
-def build_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame: one row per (block, volume, pair, method, metric) the study has values for."""
+def build_cells(runs: pd.DataFrame, config_text: str = "") -> pd.DataFrame:
+    """Long frame: one row per (block, volume, pair, method, metric) the study has values for;
+    methods in `method_order` (the study config's order, given its text)."""
     grid, teachers = _finished(runs, "grid"), _finished(runs, "teachers")
     paper = paper_lookup()
+    order, base = method_order(grid, config_text), baselines(grid)
     rows: list[dict] = []
     for source in sorted(set(grid["source"]), key=source_key):
         g = grid[grid["source"] == source]
@@ -134,17 +158,17 @@ def build_cells(runs: pd.DataFrame) -> pd.DataFrame:
         pairs = sorted(set(g["pair"]), key=pair_key)
         ensembles = [p for p in pairs if "+" in teachers_of(p)]
         single = [p for p in pairs if teachers_of(p) and p not in ensembles]
-        # VT of a student with no single-teacher pair (VT only, or only ensembles): a row of its own
-        vt_only = set(g[g["method"] == "vt"]["student"]) - {student_of(p) for p in single}
-        single += [f"->{s}" for s in sorted(vt_only)]
+        # a baseline student with no single-teacher pair (VT only, or only ensembles): a row of its own
+        alone = set(g[g["method"].isin(base)]["student"]) - {student_of(p) for p in single}
+        single += [f"->{s}" for s in sorted(alone)]
         ds = dataset_of(source)
         table = "I-like" if ds is None else ("II" if ds[1] == "" else "I")
-        rows += _block(table, table_name(source), source, g, t, single, METHODS, paper, full=True)
+        rows += _block(table, table_name(source), source, g, t, single, order, base, paper, full=True)
         if ensembles:
             students = {student_of(p) for p in ensembles}
             pairs3 = [p for p in pairs if student_of(p) in students and teachers_of(p)]
-            methods3 = tuple(m for m in METHODS if m != "vt" and (g[g["pair"].isin(ensembles)]["method"] == m).any())
-            rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, paper,
+            methods3 = [m for m in order if m not in base and (g[g["pair"].isin(ensembles)]["method"] == m).any()]
+            rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, base, paper,
                            full=False)
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
     return mark_untuned(mark_best(cells))
@@ -186,16 +210,16 @@ def mark_untuned(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every method of a row against every other (later in METHODS minus earlier: each
-    distillation method against VT, and against each other), and (Table III) ensemble against
-    single teacher; on the ACC and AUC cells."""
+    """Every method of a row against every other (the later column minus the earlier: each
+    distillation method against the baseline, VT, and against each other), and (Table III)
+    ensemble against single teacher; on the ACC and AUC cells."""
     rows = []
     cells = cells[cells["metric"].isin(COMPARED_METRICS)] if not cells.empty else cells
     for (table, block, metric, volume, pair), row in cells.groupby(
             ["table", "block", "metric", "volume", "pair"], sort=False):
         by_method = {r.method: r for r in row.itertuples()}
         if table != "III":
-            present = [m for m in METHODS if m in by_method]
+            present = list(by_method)  # in column order, as build_cells made the rows
             for i, b in enumerate(present):
                 for a in present[i + 1:]:
                     rows.append(_compare(by_method[a], by_method[b], a, b))
@@ -265,7 +289,7 @@ def views(cells: pd.DataFrame) -> list[TableView]:
             sub = cells[(cells["block"] == block) & (cells["metric"] == metric)]
             if sub.empty:
                 continue
-            methods = [m for m in METHODS if m in set(sub["method"])]
+            methods = list(dict.fromkeys(sub["method"]))  # column order, as build_cells made the rows
             rows = sorted({(r.volume, r.pair) for r in sub.itertuples()},
                           key=lambda vp: (volume_key(vp[0]), pair_key(vp[1])))
             view = TableView(block, metric, methods, rows)

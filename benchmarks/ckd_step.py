@@ -8,7 +8,7 @@
 One student training step as the engine runs it (random uint8 images, flip, `to_input`,
 the teacher's outputs looked up in a `TeacherCache` of random features, M = --num-data
 training images) is cut into timed parts: student forward; the loss
-(`build_loss(HParams(method="ckd", k=K), ...)`: cache lookup, projection heads, negative
+(`build_loss(HParams.from_dict({"method": "ckd", "k": K}), ...)`: cache lookup, projection heads, negative
 sampling, NCE scores, memory-bank update, and its backward down to the student's
 features and logits); the student's backward from there; the optimiser step of the
 student's parameters; the optimiser step of the loss's own parameters (the projection
@@ -34,8 +34,10 @@ from trainables.engine import (
     TeacherCache, batches, configure_device, flip_batch, memory_format, pick_device, set_seed, to_input,
 )
 from trainables.hparams import HParams
-from trainables.losses import LossContext, Outputs, build_loss
+from trainables.losses import LossContext, Outputs, baseline_method, build_loss
 from trainables.models import create_model
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 PARTS = ("forward", "loss", "backward", "opt_student", "opt_loss")
 
@@ -76,7 +78,7 @@ class Bench:
         self.cache = TeacherCache(  # what the engine looks up for a frozen teacher
             torch.randn(2, m, 2, device=device),
             F.normalize(torch.randn(2, m, args.teacher_dim, device=device), dim=-1) * 10)
-        dims = (args.teacher_dim,) if hp.method != "vt" else ()
+        dims = (args.teacher_dim,) if hp.method != VT else ()
         self.loss_fn = build_loss(hp, LossContext(student_dim=self.model.feature_dim, teacher_dims=dims,
                                                   train_labels=self.labels)).to(device)
         # two AdamW instances = one over both parameter lists (AdamW is per parameter),
@@ -180,8 +182,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.teacher_dim}, {device.type}, {torch.get_num_threads()} threads; median of {args.steps} "
           f"steps after {args.warmup} warm-up")
 
-    configs = [("vt", HParams(method="vt", batch_size=args.batch_size))]
-    configs += [(f"ckd_k{k}", HParams(method="ckd", k=k, batch_size=args.batch_size)) for k in args.ks]
+    configs = [(VT, HParams(method=VT, batch_size=args.batch_size))]
+    configs += [(f"ckd_k{k}", HParams.from_dict(dict(method="ckd", k=k, batch_size=args.batch_size))) for k in args.ks]
     cut, plain = {}, {}
     for name, hp in configs:
         bench = Bench(args, hp, device)
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     out = []
     for k in args.ks:
         name = f"ckd_k{k}"
-        delta = 1.0 - plain["vt"] / plain[name]
+        delta = 1.0 - plain[VT] / plain[name]
         verdict = "meets" if results[name] <= 0.05 else "MISSES"
         print(f"K={k}: CKD loss + memory bank = {100 * results[name]:.2f}% of a step ({verdict} the 5% target); "
               f"plain steps: VT {1e3 * plain['vt']:.1f} ms, CKD {1e3 * plain[name]:.1f} ms -> "

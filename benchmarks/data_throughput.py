@@ -38,7 +38,10 @@ from trainables.data import load_images, read_index
 from trainables.data.stream import BatchStream, FileSet
 from trainables.engine import ImageSet, batches, flip_batch, to_input, train_student
 from trainables.hparams import HParams
+from trainables.losses import baseline_method
 from trainables.models import create_model
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 CPU = torch.device("cpu")
 TRIAL_EPOCHS = 12  # a quickstart teacher trial: what one decoding is spread over
@@ -77,7 +80,7 @@ def stream_ips(data: FileSet, batch_size: int, epochs: int) -> float:
 
 
 def model_ips(name: str, train: ImageSet | FileSet, batch_size: int, epochs: int) -> float:
-    hp = HParams(method="vt", batch_size=batch_size, epochs=1)
+    hp = HParams(method=VT, batch_size=batch_size, epochs=1)
     warm = ImageSet(load_images(train.paths[: 2 * batch_size], train.size) if isinstance(train, FileSet)
                     else train.images[: 2 * batch_size], train.labels[: 2 * batch_size])
     train_student(create_model(name), [], warm, None, hp, device=CPU)  # allocator, kernels

@@ -33,9 +33,12 @@ from trainables.data import read_index
 from trainables.data.subsets import balanced_subset
 from trainables.engine import set_seed, train_student
 from trainables.hparams import HParams
+from trainables.losses import baseline_method
 from trainables.models import create_model, save_checkpoint
 from trainables.teacher_cache import clear_memory
 from trainables.trial import TeacherRef, TrialSpec, image_set, load_teachers, teacher_outputs
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 METHODS = ("kd", "rkd", "ckd")
 MODES = ("first", "warm", "uncached")  # "first" fills the folder that "warm" then reads
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             if mode == "first":
                 shutil.rmtree(spec.cache_dir, ignore_errors=True)
             t0 = time.perf_counter()
-            if method == "vt":
+            if method == VT:
                 train_student(student, [], train, None, hp, device=CPU)
             elif mode == "uncached":
                 teachers = load_teachers(spec.teachers)
@@ -94,16 +97,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"teacher {args.teacher}, student {args.student}, {args.size} px, {args.volume} images, "
               f"{args.epochs} epochs, batch {args.batch_size}, {torch.get_num_threads()} threads, "
               f"median of {args.repeats}", flush=True)
-        trial("vt", "-")  # warm-up: first-call costs (allocator, kernels) count for no method
+        trial(VT, "-")  # warm-up: first-call costs (allocator, kernels) count for no method
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeats):  # interleaved: drift on a shared machine hits every method alike
-            times.setdefault(("vt", "-"), []).append(trial("vt", "-"))
+            times.setdefault((VT, "-"), []).append(trial(VT, "-"))
             for method in METHODS:
                 for mode in MODES:
                     times.setdefault((method, mode), []).append(trial(method, mode))
         med = {k: statistics.median(v) for k, v in times.items()}
         spread = max((max(v) - min(v)) / statistics.median(v) for v in times.values())
-        vt = med[("vt", "-")]
+        vt = med[(VT, "-")]
         n = args.study_trials
         ratio = {k: v / vt for k, v in med.items()}
         print(f"\nVT: {vt:.2f} s. Wall time / VT's (seconds in brackets); the widest spread of one "

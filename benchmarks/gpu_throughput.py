@@ -7,7 +7,7 @@ several small students share one GPU.
     python benchmarks/gpu_throughput.py --smoke --device cpu      # the same code on the CPU, seconds
 
 1. Per model, training images/s on random uint8 images (--size px, batch --batch-size):
-   - engine: `trainables.engine.train_student` with HParams(method="vt", amp=True,
+   - engine: `trainables.engine.train_student` with HParams(method=VT, amp=True,
      channels_last=True): bf16 autocast, channels_last, cudnn.benchmark, AdamW, the flip,
      the loss wrapper and its per-step `loss.item()`; the first epoch (--steps steps) is a
      warm-up, the second is timed;
@@ -39,7 +39,10 @@ from trainables.engine import (
     ImageSet, configure_device, memory_format, set_seed, to_input, train_student,
 )
 from trainables.hparams import HParams
+from trainables.losses import baseline_method
 from trainables.models import create_model
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 
 def sync(device: torch.device) -> None:
@@ -54,7 +57,7 @@ def random_set(n: int, size: int, seed: int) -> ImageSet:
 
 
 def engine_hparams(batch_size: int, epochs: int, seed: int = 0) -> HParams:
-    return HParams(method="vt", amp=True, channels_last=True, batch_size=batch_size, epochs=epochs, seed=seed)
+    return HParams(method=VT, amp=True, channels_last=True, batch_size=batch_size, epochs=epochs, seed=seed)
 
 
 def engine_ips(name: str, data: ImageSet, batch_size: int, device: torch.device) -> float:

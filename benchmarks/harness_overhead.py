@@ -30,8 +30,11 @@ from study.runner import RunOptions, StudyRunner
 from study.tracking import Tracking
 from trainables.engine import batches, flip_batch, set_seed, steps_per_epoch, to_input
 from trainables.hparams import HParams
+from trainables.losses import baseline_method
 from trainables.models import create_model
 from trainables.trial import TrialSpec, dataset_index, image_set, run_trial, training_frame
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 
 def bare_loop(spec: TrialSpec, hp: HParams) -> float:
@@ -58,7 +61,7 @@ def study_config(root: str, name: str, volume: int, epochs: int, seeds: int, cpu
     return {
         "name": name,
         "data": {"kind": "synthetic", "root": root, "num_images": 2400, "size": 64, "seed": 0, "image_size": 64},
-        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [volume],
+        "students": {"pairs": ["test_resnet"], "methods": [VT], "volumes": [volume],
                      "seeds": list(range(seeds)), "hparams": {"epochs": epochs, "batch_size": 32}},
         "grid": {"hparams": "paper"},
         "resources": {"cpu": cpus},  # Ray gives a trial as many torch threads as CPUs it asks for
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = study_config(root, "throughput", args.volume, args.epochs, 1, cpus=args.threads)
     data = {k: v for k, v in raw["data"].items() if k != "image_size"}
     spec = TrialSpec(role="student", arch="test_resnet", data=data, image_size=64, volume=args.volume)
-    hp = HParams(method="vt", epochs=args.epochs, batch_size=32, seed=0)
+    hp = HParams(method=VT, epochs=args.epochs, batch_size=32, seed=0)
     bare_loop(spec, hp.replace(epochs=1))  # warm-up
     bare, trial = [], []
     for r in range(args.repeats):

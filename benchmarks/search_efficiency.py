@@ -8,7 +8,7 @@ On the synthetic dataset (2400 images, 64 px, CPU) a `test_resnet` teacher is tr
 once on the full train split (`run_trial`, role teacher) and saved; then one method
 (default CKD, student `test_resnet` on a balanced subset of --volume images) is tuned
 three ways with Ray Tune, each given --trials trials, through the study's own trainable
-(`trainables.tune.train_trial`, configs built like a sweep cell: `study.plan.Cell`):
+(`trainables.tune.train_trial` through `study.tuner.make_tuner`, configs built as a sweep cell: `study.plan.Cell`):
 - tpe_asha: the study's sweep: `OptunaSearch` (TPE) over `search_spaces.get_space` with
   ASHA (grace --grace-period epochs, reduction factor 2) stopping weak trials early;
 - random:   the same space sampled by Optuna's `RandomSampler`, every trial to the end;
@@ -32,7 +32,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +47,15 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from search_spaces import get_space  # noqa: E402
 from study.plan import Cell  # noqa: E402
+from study.tuner import make_tuner  # noqa: E402
 from trainables.data import read_index  # noqa: E402
 from trainables.hparams import HParams  # noqa: E402
+from trainables.losses import baseline_method  # noqa: E402
 from trainables.models import save_checkpoint  # noqa: E402
-from trainables.trial import TrialSpec, run_trial  # noqa: E402
-from trainables.tune import train_trial  # noqa: E402
+from trainables.record import RunTags  # noqa: E402
+from trainables.trial import TeacherRef, TrialSpec, run_trial  # noqa: E402
+
+VT = baseline_method()  # vanilla training: what every ratio is taken against
 
 SEARCHES = ("tpe_asha", "random", "grid")
 # without the auto loggers (off above) Tune warns that result.json is missing: metrics come from memory
@@ -135,13 +138,8 @@ def run_search(kind: str, cell: dict, space, args, storage: Path) -> dict[str, A
         param_space.update(constants)
         param_space.update({a: tune.grid_search(v) for a, v in points.items()})
         num_samples = 1
-    tuner = tune.Tuner(
-        tune.with_resources(train_trial, {"cpu": args.cpus_per_trial}),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                    reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id),
-        run_config=tune.RunConfig(name=kind, storage_path=str(storage), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    tuner = make_tuner(kind, str(storage), param_space, {"cpu": args.cpus_per_trial}, search_alg=search_alg,
+                       scheduler=scheduler, num_samples=num_samples)
     t0 = time.perf_counter()
     results = tuner.fit()
     seconds = time.perf_counter() - t0
@@ -197,23 +195,20 @@ def main(argv: list[str] | None = None) -> None:
         teacher = run_trial(
             TrialSpec(role="teacher", arch=args.teacher, data=data, image_size=args.size, eval_splits=("val",),
                       device=args.device),
-            HParams(method="vt", epochs=args.teacher_epochs, batch_size=64, lr=3e-3, schedule="cosine"))
+            HParams(method=VT, epochs=args.teacher_epochs, batch_size=64, lr=3e-3, schedule="cosine"))
         checkpoint = str(work / "teacher.pt")
         save_checkpoint(teacher.result.model, checkpoint)
         print(f"teacher {args.teacher}: val_acc {teacher.metrics.get('val_acc', math.nan):.3f}, val_auc "
               f"{teacher.metrics.get('val_auc', math.nan):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-        spec = {"role": "student", "arch": args.arch, "data": data, "image_size": args.size,
-                "volume": args.volume, "subset_seed": 0, "eval_splits": ["val"],
-                "max_eval_per_class": args.max_eval_per_class, "device": args.device,
-                "teachers": [{"arch": args.teacher, "checkpoint": checkpoint}] if args.method != "vt" else []}
-        if "cache_dir" in {f.name for f in fields(TrialSpec)}:
-            spec["cache_dir"] = str(work / "teacher-cache")  # every trial reads the teacher's outputs
+        spec = TrialSpec(role="student", arch=args.arch, data=data, image_size=args.size, volume=args.volume,
+                         eval_splits=("val",), max_eval_per_class=args.max_eval_per_class, device=args.device,
+                         teachers=(TeacherRef(args.teacher, checkpoint),) if args.method != VT else (),
+                         cache_dir=str(work / "teacher-cache"))  # every trial reads the teacher's outputs
         hparams = {"method": args.method, "epochs": args.epochs, "min_steps": args.min_steps, "seed": 0}
         space_name = args.space or args.method
-        tags = {"method": args.method, "student": args.arch, "volume": str(args.volume), "seed": "0",
-                "source": "synthetic", "space": space_name,
-                "cell": f"search_efficiency/{args.method}/{args.volume}"}
+        tags = RunTags(stage="sweep", source="synthetic", method=args.method, student=args.arch, seed=0,
+                       volume=args.volume, cell=f"search_efficiency/{args.method}/{args.volume}", space=space_name)
         cell = Cell("sweep", spec, hparams, tags).config()
         space = get_space(space_name, args.method, args.volume)
 

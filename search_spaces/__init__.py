@@ -14,14 +14,29 @@ from trainables.errors import ConfigError
 
 Space = Callable[..., dict[str, Any]]
 SPACES: dict[str, Space] = {}
-# which methods a space can tune; "paper" serves all of them
+# which methods a space can tune; "paper" serves every method with registered paper values
 SPACE_METHODS: dict[str, tuple[str, ...]] = {}
+# method -> its paper values at a volume (its own options and lambda; `paper` adds the batch size)
+PAPER: dict[str, Callable[[int | None], dict[str, Any]]] = {}
+SMALL_VOLUME = 10  # at and below this the paper uses batch 10 (and CKD K 10)
 
 
 def register_space(name: str, methods: tuple[str, ...]):
     def wrap(fn: Space) -> Space:
         SPACES[name] = fn
         SPACE_METHODS[name] = methods
+        return fn
+    return wrap
+
+
+def register_paper(method: str):
+    """Decorator: `fn(volume) -> dict`, the paper's (or the method's authors') values of
+    `method`'s own hyperparameters, served by the `paper` space."""
+    def wrap(fn: Callable[[int | None], dict[str, Any]]):
+        if method in PAPER:
+            raise ValueError(f"paper values of {method!r} registered twice")
+        PAPER[method] = fn
+        SPACE_METHODS["paper"] = tuple(PAPER)
         return fn
     return wrap
 
@@ -54,6 +69,11 @@ class _KeyRecorder:
         return self.params.setdefault(name, list(choices)[0])
 
 
+def paper_values(method: str, volume: int | None) -> dict[str, Any]:
+    """The `paper` space's constants for `method` at `volume` (it declares nothing to search)."""
+    return get_space("paper", method, volume)(_KeyRecorder())
+
+
 def space_keys(name: str, method: str, volume: int | None) -> tuple[str, ...]:
     """The hyperparameters space `name` sets for `method`: those it searches and the
     constants it returns (not `method`). Pure: no Optuna study is made."""
@@ -73,4 +93,13 @@ def suggest_common(trial) -> None:
     trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
 
 
-from search_spaces import ckd, kd, paper, rkd, vt  # noqa: E402,F401  (registration)
+def _register_all() -> None:
+    """Import every module of this package: each registers its space (and paper values)."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all()

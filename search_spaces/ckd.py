@@ -1,5 +1,11 @@
 """Contrastive KD: tau, lambda, K (Fig. 4 goes to 128), Z mode, negatives, symmetric term."""
-from search_spaces import K_CHOICES, register_space, suggest_common
+from search_spaces import K_CHOICES, SMALL_VOLUME, register_paper, register_space, suggest_common
+
+
+@register_paper("ckd")
+def ckd_paper(volume: int | None) -> dict:
+    small = volume is not None and volume <= SMALL_VOLUME
+    return {"tau": 0.05, "lam": 0.1, "k": 10 if small else 32}
 
 
 @register_space("ckd", methods=("ckd",))

@@ -1,5 +1,10 @@
 """RKD: the distance and angle weights (Park et al. use 25 and 50), plus the optimiser."""
-from search_spaces import register_space, suggest_common
+from search_spaces import register_paper, register_space, suggest_common
+
+
+@register_paper("rkd")
+def rkd_paper(volume: int | None) -> dict:
+    return {"rkd_distance_w": 25.0, "rkd_angle_w": 50.0, "lam": 1.0}  # Park et al.'s weights
 
 
 @register_space("rkd", methods=("rkd",))

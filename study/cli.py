@@ -79,7 +79,9 @@ def ui(workdir: Path, tracking_uri, host: str, port: int) -> None:
     """Open the MLflow UI on a study's tracking store."""
     import os
 
-    uri = tracking_uri or f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+    from analysis.store import tracking_uri as resolve_uri
+
+    uri = resolve_uri(workdir, tracking_uri)
     argv = ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     click.echo(" ".join(argv))
     os.execvp(argv[0], argv)  # an argument list, never a shell string

@@ -14,10 +14,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from analysis.store import default_uri
 from search_spaces import SPACE_METHODS, SPACES, space_keys
+from study.config_reader import Reader, UniqueKeyLoader, existing_file, expand, model_name
 from trainables.errors import ConfigError
-from trainables.hparams import METHODS, HParams
-from trainables.models import resolve_name
+from trainables.hparams import HParams
+from trainables.losses import baseline_method, method_names, needs_teachers
 
 READER_KINDS = ("folder", "ffpp", "celebdf", "deepfakebench", "synthetic")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -144,63 +146,20 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _Reader:
-    """Typed access to one mapping of the YAML, naming `file: key.path` in errors."""
-
-    def __init__(self, file: str, where: str, mapping: Any):
-        self.file, self.where = file, where
-        if not isinstance(mapping, Mapping):
-            raise self.error(where, mapping, "must be a mapping (key: value)")
-        self.mapping = mapping
-
-    def error(self, key: str, value: Any, why: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {key}={value!r}: {why}")
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def check_keys(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.mapping) - allowed)
-        if unknown:
-            raise ConfigError(
-                f"{self.file}: unknown key(s) {[self.key(u) for u in unknown]}; "
-                f"allowed here: {sorted(allowed)}"
-            )
-
-    def get(self, name: str, kind: type | tuple, default: Any = ..., *, positive: bool = False):
-        if name not in self.mapping:
-            if default is ...:
-                raise ConfigError(f"{self.file}: missing key {self.key(name)!r}")
-            return default
-        value = self.mapping[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise self.error(self.key(name), value, f"must be {' or '.join(k.__name__ for k in kinds)}")
-        if positive and not value > 0:
-            raise self.error(self.key(name), value, "must be > 0")
-        return value
-
-    def ints(self, name: str, default: Any = ..., *, even: bool = False) -> tuple[int, ...]:
-        values = self.get(name, list, default)
-        out = []
-        for i, v in enumerate(values):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (even and (v < 2 or v % 2)):
-                need = "a positive even integer (half real, half fake)" if even else "a non-negative integer"
-                raise self.error(f"{self.key(name)}[{i}]", v, f"must be {need}")
-            out.append(v)
-        return tuple(out)
-
-    def sub(self, name: str, default: Any = ...) -> "_Reader":
-        return _Reader(self.file, self.key(name), self.get(name, dict, default))
-
-
-def _hparams(r: _Reader, name: str, *, method: str | None = None) -> dict:
+def _hparams(r: Reader, name: str, methods: tuple[str, ...]) -> dict:
+    """Hyperparameters fixed for `methods`: each key belongs to at least one of them (a
+    method's own option reaches only that method's trials), each value is valid."""
     raw = dict(r.get(name, dict, {}))
     if "method" in raw:
         raise r.error(f"{r.key(name)}.method", raw["method"], "set methods in students.methods, not here")
-    HParams.from_dict({**raw, **({"method": method} if method else {})}, where=f"{r.file}: {r.key(name)}")
+    where = f"{r.file}: {r.key(name)}"
+    known = {k for m in methods for k in HParams.keys(m)} - {"method"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}: not a hyperparameter of methods {list(methods)}; "
+                          f"known keys are {sorted(known)}")
+    for method in methods:
+        HParams.from_dict({**HParams.subset(raw, method), "method": method}, where=where)
     return raw
 
 
@@ -209,40 +168,48 @@ def load_config(path: str | Path, workdir: str | Path = "runs") -> StudyConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML (plain data only, no tags): {exc}") from None
     return parse_config(raw, str(path), workdir)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that also refuses a key written twice in one mapping."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _expand(value: str, workdir: Path) -> str:
-    return str(Path(value.replace("{workdir}", str(workdir))).expanduser())
-
-
 def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConfig:
     workdir = Path(workdir).resolve()
-    top = _Reader(file, "", raw)
+    top = Reader(file, "", raw)
     top.check_keys(SECTIONS)
     name = top.get("name", str)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise top.error("name", name, "use letters, digits, '_', '.', '-' (it names folders and MLflow experiments)")
+    data, image_size, sources, stream, eval_seed = _data(top.sub("data"), file, workdir)
+    teachers = _teachers(top, file, workdir)
+    s = top.sub("students")
+    students = _students(s, [t.name for t in teachers], workdir)
+    sweep = _sweep(top.sub("sweep", {}), students)
+    grid = _grid(top.sub("grid", {}), students.methods, sweep.spaces)
+    _check_fixed_vs_searched(s, students, sweep)
+    ablations = _ablations(top.sub("ablations", {}), students)
+    resources = _resources(top.sub("resources", {}))
+    tracking = top.get("tracking_uri", (str, type(None)), None) or default_uri(workdir)
+    storage = top.get("storage_path", (str, type(None)), None) or str(workdir / "ray")
+    if "://" not in storage:
+        storage = str(Path(expand(storage, workdir)).resolve())
+    if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
+        tracking = "sqlite:///" + expand(tracking.removeprefix("sqlite:///"), workdir)
+    paired = {n for p in students.pairs for n in p.teachers}
+    unused = [t.name for t in teachers if t.name not in paired]
+    if unused:
+        raise top.error("teachers", unused, "these teachers are in no students.pairs entry: remove them or add a pair")
+    return StudyConfig(
+        name=name, path=file, data=data, image_size=image_size, sources=sources,
+        teachers=teachers, students=students, sweep=sweep, grid=grid, ablations=ablations,
+        resources=resources, tracking_uri=tracking, storage_path=storage,
+        max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
+        stream=stream, eval_seed=eval_seed, raw=raw)
 
-    # data
-    d = top.sub("data")
+
+def _data(d: Reader, file: str, workdir: Path):
+    """(reader spec, image size, sources, stream mode, evaluation seed) of `data`."""
     kind = d.get("kind", str)
     if kind not in READER_KINDS:
         raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
@@ -253,7 +220,7 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         raise d.error("data.stream", stream, "must be true, false or auto")
     for key in ("root", "json", "split_dir"):
         if key in data:
-            data[key] = _expand(d.get(key, str), workdir)
+            data[key] = expand(d.get(key, str), workdir)
     image_size = d.get("image_size", int, 64, positive=True)
     sources: tuple[str, ...] = ()
     if kind == "ffpp":
@@ -269,29 +236,31 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
     if kind != "synthetic" and not Path(main_path).exists():
         raise d.error("data.json" if kind == "deepfakebench" else "data.root", main_path,
                       "does not exist: point it at your dataset (see README, 'Datasets')")
+    return data, image_size, sources, stream, eval_seed
 
-    # teachers
+
+def _teachers(top: Reader, file: str, workdir: Path) -> tuple[TeacherConfig, ...]:
     teachers = []
     for i, t in enumerate(top.get("teachers", list, [])):
-        r = _Reader(file, f"teachers[{i}]", t)
+        r = Reader(file, f"teachers[{i}]", t)
         arch = r.get("arch", str)
-        _model(r, "arch", arch)
-        ckpt, weights = (_file(r, key, workdir) for key in ("checkpoint", "weights"))
+        model_name(r, "arch", arch)
+        ckpt, weights = (existing_file(r, key, workdir) for key in ("checkpoint", "weights"))
         r.check_keys({"name", "arch", "checkpoint", "weights", "hparams"})
-        teachers.append(TeacherConfig(r.get("name", str, arch), arch, _hparams(r, "hparams", method="vt"),
+        teachers.append(TeacherConfig(r.get("name", str, arch), arch, _hparams(r, "hparams", (baseline_method(),)),
                                       ckpt, weights))
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise top.error("teachers", names, "teacher names must be unique (set 'name')")
+    return tuple(teachers)
 
-    # students
-    s = top.sub("students")
-    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams", "weights"})
+
+def _pairs(s: Reader, names: list[str]) -> tuple[Pair, ...]:
     pairs = []
     for i, p in enumerate(s.get("pairs", list)):
         m = PAIR_RE.match(p) if isinstance(p, str) else None
         if isinstance(p, str) and not any(a in p for a in ("->", "→")):  # a student alone (VT only)
-            _model(s, f"students.pairs[{i}]", p.strip())
+            model_name(s, f"students.pairs[{i}]", p.strip())
             pairs.append(Pair((), p.strip()))
             continue
         if not m:
@@ -301,33 +270,40 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         for n in tnames:
             if n not in names:
                 raise s.error(f"students.pairs[{i}]", p, f"teacher {n!r} is not among teachers {names}")
-        _model(s, f"students.pairs[{i}]", m.group(2))
+        model_name(s, f"students.pairs[{i}]", m.group(2))
         pairs.append(Pair(tnames, m.group(2)))
+    return tuple(pairs)
+
+
+def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams", "weights"})
+    pairs = _pairs(s, names)
     methods = tuple(s.get("methods", list))
     for i, mth in enumerate(methods):
-        if mth not in METHODS:
-            raise s.error(f"students.methods[{i}]", mth, f"must be one of {list(METHODS)}")
-    if any(m != "vt" for m in methods):
+        if mth not in method_names():
+            raise s.error(f"students.methods[{i}]", mth, f"must be one of {list(method_names())}")
+    distilling = [m for m in methods if needs_teachers(m)]
+    if distilling:
         for i, pair in enumerate(pairs):
             if not pair.teachers:
                 raise s.error(f"students.pairs[{i}]", pair.student,
-                              f"methods {[m for m in methods if m != 'vt']} need a teacher: write 'teacher->student'")
+                              f"methods {distilling} need a teacher: write 'teacher->student'")
     student_weights = {}
     w_reader = s.sub("weights", {})
     for model in w_reader.mapping:
-        _model(w_reader, f"students.weights.{model}", model)
-        student_weights[model] = _file(w_reader, model, workdir)
-    students = StudentsConfig(
-        tuple(pairs), methods, s.ints("volumes", even=True), s.ints("seeds", [0]), _hparams(s, "hparams"),
-        student_weights)
+        model_name(w_reader, f"students.weights.{model}", model)
+        student_weights[model] = existing_file(w_reader, model, workdir)
+    return StudentsConfig(pairs, methods, s.ints("volumes", even=True), s.ints("seeds", [0]),
+                          _hparams(s, "hparams", methods), student_weights)
 
-    # sweep
-    w = top.sub("sweep", {})
+
+def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:
     w.check_keys({"spaces", "trials", "volumes", "seed", "metric", "scheduler", "grace_period", "max_eval_per_class"})
     spaces = dict(w.get("spaces", dict, {}))
     for mth, space in spaces.items():
-        if mth not in methods:
-            raise w.error(f"sweep.spaces.{mth}", space, f"method {mth!r} is not in students.methods {list(methods)}")
+        if mth not in students.methods:
+            raise w.error(f"sweep.spaces.{mth}", space,
+                          f"method {mth!r} is not in students.methods {list(students.methods)}")
         if space not in SPACES:
             raise w.error(f"sweep.spaces.{mth}", space, f"unknown search space; known: {sorted(SPACES)}")
         if mth not in SPACE_METHODS[space]:
@@ -345,29 +321,29 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         max_eval_per_class=w.get("max_eval_per_class", (int, type(None)), None))
     if sweep.max_eval_per_class is not None and sweep.max_eval_per_class < 1:
         raise w.error("sweep.max_eval_per_class", sweep.max_eval_per_class, "must be >= 1 (or null: the whole split)")
+    return sweep
 
-    grid = _grid(top.sub("grid", {}), methods, spaces)
-    _check_fixed_vs_searched(s, students, sweep)
 
-    a = top.sub("ablations", {})
+def _ablations(a: Reader, students: StudentsConfig) -> AblationsConfig:
     a.check_keys({"k_values", "k_volumes", "k_seeds", "efficiency_volumes", "efficiency_students", "efficiency_seeds"})
     k_values = a.ints("k_values", [])
     if any(k <= 0 for k in k_values):
         raise a.error("ablations.k_values", list(k_values), "K must be > 0")
-    eff_students = tuple(a.get("efficiency_students", list, sorted({p.student for p in pairs})))
+    eff_students = tuple(a.get("efficiency_students", list, sorted({p.student for p in students.pairs})))
     for i, st in enumerate(eff_students):
-        _model(a, f"ablations.efficiency_students[{i}]", st)
-    ablations = AblationsConfig(
-        k_values, a.ints("k_volumes", [], even=True), a.ints("k_seeds", [0]),
-        a.ints("efficiency_volumes", [], even=True), eff_students, a.ints("efficiency_seeds", [0]))
+        model_name(a, f"ablations.efficiency_students[{i}]", st)
     if k_values and "k" in students.hparams:
         raise a.error("ablations.k_values", list(k_values), "students.hparams.k fixes K for every trial, "
                                                             "so the K ablation could not vary it: remove one")
-    if k_values and not pairs[0].teachers:
+    if k_values and not students.pairs[0].teachers:
         raise a.error("ablations.k_values", list(k_values), "the K ablation distils along students.pairs[0]: "
                                                             "it needs a teacher")
+    return AblationsConfig(
+        k_values, a.ints("k_volumes", [], even=True), a.ints("k_seeds", [0]),
+        a.ints("efficiency_volumes", [], even=True), eff_students, a.ints("efficiency_seeds", [0]))
 
-    res = top.sub("resources", {})
+
+def _resources(res: Reader) -> Resources:
     res.check_keys({"cpu", "gpu", "loader_workers"})
     resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0),
                           res.get("loader_workers", int, 2))
@@ -375,28 +351,10 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         raise res.error("resources.loader_workers", resources.loader_workers, "must be >= 0 (0 decodes in the trial)")
     if resources.gpu < 0 or (resources.gpu > 1 and not float(resources.gpu).is_integer()):
         raise res.error("resources.gpu", resources.gpu, "a fraction in [0, 1] or a whole number of GPUs")
-
-    tracking = top.get("tracking_uri", (str, type(None)), None) or f"sqlite:///{workdir / 'mlflow.db'}"
-    storage = top.get("storage_path", (str, type(None)), None) or str(workdir / "ray")
-    if "://" not in storage:
-        storage = str(Path(_expand(storage, workdir)).resolve())
-    if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
-        tracking = "sqlite:///" + _expand(tracking.removeprefix("sqlite:///"), workdir)
-
-    paired = {n for p in pairs for n in p.teachers}
-    unused = [t.name for t in teachers if t.name not in paired]
-    if unused:
-        raise top.error("teachers", unused, "these teachers are in no students.pairs entry: remove them or add a pair")
-
-    return StudyConfig(
-        name=name, path=file, data=data, image_size=image_size, sources=sources,
-        teachers=tuple(teachers), students=students, sweep=sweep, grid=grid, ablations=ablations,
-        resources=resources, tracking_uri=tracking, storage_path=storage,
-        max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        stream=stream, eval_seed=eval_seed, raw=raw)
+    return resources
 
 
-def _grid(g: _Reader, methods: tuple[str, ...], spaces: Mapping[str, str]) -> GridConfig:
+def _grid(g: Reader, methods: tuple[str, ...], spaces: Mapping[str, str]) -> GridConfig:
     """The grid's hyperparameters: every method tuned the same way, or the exceptions named."""
     g.check_keys({"enabled", "hparams", "untuned", "from_run", "max_val_per_class"})
     grid = GridConfig(g.get("enabled", bool, True), g.get("hparams", str, "sweep" if spaces else "paper"),
@@ -428,31 +386,13 @@ def _grid(g: _Reader, methods: tuple[str, ...], spaces: Mapping[str, str]) -> Gr
     return grid
 
 
-def _check_fixed_vs_searched(s: _Reader, students: StudentsConfig, sweep: SweepConfig) -> None:
+def _check_fixed_vs_searched(s: Reader, students: StudentsConfig, sweep: SweepConfig) -> None:
     """A hyperparameter is fixed by the user (students.hparams) or searched, not both."""
     for method, space in sweep.spaces.items():
         for volume in sweep.volumes:
-            both = sorted(set(students.hparams) & set(space_keys(space, method, volume)))
+            both = sorted(set(HParams.subset(students.hparams, method)) & set(space_keys(space, method, volume)))
             if both:
                 raise s.error(f"students.hparams.{both[0]}", students.hparams[both[0]],
                               f"is fixed here but search space {space!r} (sweep.spaces.{method}) also sets "
                               f"{both}: remove it from students.hparams to let the sweep choose it, or "
                               f"from the sweep")
-
-
-def _file(r: _Reader, key: str, workdir: Path) -> str | None:
-    """An optional path to an existing file (checkpoint, weights)."""
-    value = r.get(key, (str, type(None)), None)
-    if value is None:
-        return None
-    value = _expand(value, workdir)
-    if not Path(value).is_file():
-        raise r.error(r.key(key), value, "file does not exist")
-    return value
-
-
-def _model(r: _Reader, key: str, name: str) -> None:
-    try:
-        resolve_name(name)
-    except ConfigError as exc:
-        raise r.error(key, name, str(exc)) from None

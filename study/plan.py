@@ -1,19 +1,22 @@
 """Expand a study config into stages of cells (one cell = one trial's fixed config).
 
-A cell carries the `TrialSpec` fields, the constant hyperparameters and the MLflow
-tags; Ray Tune's grid runs a list of cells, an Optuna sweep runs one cell with the
-searched hyperparameters merged on top.
+A cell is typed: a `TrialSpec` (what to train and score), the constant hyperparameters
+(validated here, with the searched ones merged on top at trial time in a sweep) and the
+run's `RunTags`. `Cell.config()` serialises it once for Ray; `trainables.tune.split_config`
+reads it back. Ray Tune's grid runs a list of cells, an Optuna sweep runs one cell.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from search_spaces import get_space
+from search_spaces import get_space, paper_values
 from study.config import Pair, StudyConfig, stable_hash
 from trainables.errors import UserError
 from trainables.hparams import HParams
-from trainables.trial import TeacherRef
+from trainables.losses import baseline_method, needs_teachers
+from trainables.record import RunTags
+from trainables.trial import TeacherRef, TrialSpec
 
 STAGES = ("teachers", "sweep", "grid", "ablations")
 
@@ -21,19 +24,23 @@ STAGES = ("teachers", "sweep", "grid", "ablations")
 @dataclass(frozen=True)
 class Cell:
     stage: str
-    spec: Mapping[str, Any]
-    hparams: Mapping[str, Any]
-    tags: Mapping[str, str]
+    spec: TrialSpec
+    hparams: Mapping[str, Any]  # flat keys of HParams (the common ones and the method's options)
+    tags: RunTags
+
+    def __post_init__(self):
+        HParams.from_dict(self.hparams, where=f"cell {self.tags.cell}")  # a bad value fails at planning
 
     @property
     def config_hash(self) -> str:
-        # where and how, not what: streaming decodes the same pixels as the in-memory path
-        spec = {k: v for k, v in self.spec.items() if k not in ("device", "cache_dir", "stream", "loader_workers")}
-        return stable_hash({"spec": spec, "hparams": HParams.from_dict(self.hparams).to_dict()})
+        """What is trained: the spec's identity (TrialSpec marks what does not count) and the
+        hyperparameters."""
+        return stable_hash({"spec": self.spec.identity(), "hparams": HParams.from_dict(self.hparams).to_dict()})
 
     def config(self) -> dict[str, Any]:
-        tags = {**self.tags, "stage": self.stage, "config_hash": self.config_hash}
-        return {"spec": dict(self.spec), "hparams": dict(self.hparams), "tags": tags}
+        """Plain data for Ray: {"spec", "hparams", "tags"} (tags as MLflow strings)."""
+        tags = RunTags.to_mlflow(self.tags.with_hash(self.config_hash))
+        return {"spec": self.spec.to_dict(), "hparams": dict(self.hparams), "tags": tags}
 
 
 # (source, teacher name) -> the teacher's checkpoint
@@ -48,14 +55,12 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
         for t in cfg.teachers:
             if t.checkpoint is not None:
                 continue
-            spec = {"role": "teacher", "arch": t.arch, "data": data, "image_size": cfg.image_size,
-                    "weights": t.weights, "stream": cfg.stream, "loader_workers": cfg.resources.loader_workers}
-            hp = {**t.hparams, "method": "vt"}
-            cells.append(Cell("teachers", spec, hp, {
-                "method": "vt", "teachers": "", "teacher_name": t.name, "student": t.arch,
-                "volume": "full", "seed": str(hp.get("seed", 0)), "source": source,
-                "cell": f"{source}/{t.name}",
-            }))
+            spec = TrialSpec(role="teacher", arch=t.arch, data=data, image_size=cfg.image_size, weights=t.weights,
+                             stream=cfg.stream, loader_workers=cfg.resources.loader_workers)
+            hp = {**t.hparams, "method": baseline_method()}
+            tags = RunTags(stage="teachers", source=source, method=hp["method"], student=t.arch,
+                           seed=int(hp.get("seed", 0)), volume=None, cell=f"{source}/{t.name}", teacher_name=t.name)
+            cells.append(Cell("teachers", spec, hp, tags))
     return cells
 
 
@@ -68,31 +73,24 @@ def given_teachers(cfg: StudyConfig) -> dict[tuple[str, str], TeacherRef]:
 def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair: Pair | None,
                  student: str, method: str, volume: int, seed: int, hparams: Mapping[str, Any],
                  teachers: TeacherMap, *, eval_splits=("val", "test"), max_eval_per_class=None,
-                 extra_tags: Mapping[str, str] | None = None, forced: Mapping[str, Any] | None = None) -> Cell:
-    refs = []
-    if method != "vt" and pair is not None:
-        refs = [teachers[(source, name)] for name in pair.teachers]
-    spec = {
-        "role": "student", "arch": student, "data": dict(data), "image_size": cfg.image_size,
-        "volume": volume, "subset_seed": seed,
-        "teachers": [{"arch": r.arch, "checkpoint": r.checkpoint} for r in refs],
-        "eval_splits": list(eval_splits), "max_eval_per_class": max_eval_per_class,
-        "eval_seed": cfg.eval_seed,
-        "weights": cfg.students.weights.get(student),
+                 tags: Mapping[str, Any] | None = None, forced: Mapping[str, Any] | None = None) -> Cell:
+    distils = needs_teachers(method)
+    refs = tuple(teachers[(source, name)] for name in pair.teachers) if distils and pair is not None else ()
+    spec = TrialSpec(
+        role="student", arch=student, data=dict(data), image_size=cfg.image_size, volume=volume, subset_seed=seed,
+        teachers=refs, eval_splits=tuple(eval_splits), max_eval_per_class=max_eval_per_class,
+        eval_seed=cfg.eval_seed, weights=cfg.students.weights.get(student),
         # teachers' outputs on this subset, computed once and shared by all trials of the study
-        "cache_dir": None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache",
-    }
+        cache_dir=None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache")
     # precedence: the paper's (or the sweep's) values < the user's students.hparams < what the
     # cell itself varies (an ablation's K, the method, the seed)
-    hp = {**hparams, **cfg.students.hparams, **(forced or {}), "method": method, "seed": seed}
-    teacher_label = "+".join(pair.teachers) if (pair is not None and method != "vt") else ""
-    tags = {
-        "method": method, "teachers": teacher_label, "student": student, "volume": str(volume),
-        "seed": str(seed), "source": source, "pair": pair.label if pair is not None else f"->{student}",
-        "cell": f"{source}/{pair.label if pair else student}/{method}/{volume}/{seed}",
-        **(extra_tags or {}),
-    }
-    return Cell(stage, spec, hp, tags)
+    hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **(forced or {}), "method": method, "seed": seed}
+    label = pair.label if pair is not None else f"->{student}"
+    run_tags = RunTags(stage=stage, source=source, method=method, student=student, seed=seed, volume=volume,
+                       cell=f"{source}/{pair.label if pair else student}/{method}/{volume}/{seed}",
+                       teachers="+".join(pair.teachers) if (pair is not None and distils) else "", pair=label,
+                       **(tags or {}))
+    return Cell(stage, spec, hp, run_tags)
 
 
 def sweep_cells(cfg: StudyConfig, teachers: TeacherMap) -> list[tuple[Cell, Any]]:
@@ -107,14 +105,13 @@ def sweep_cells(cfg: StudyConfig, teachers: TeacherMap) -> list[tuple[Cell, Any]
             cell = student_cell(cfg, "sweep", source, data, pair, pair.student, method, volume,
                                 cfg.sweep.seed, paper_hparams(method, volume), teachers, eval_splits=("val",),
                                 max_eval_per_class=cfg.sweep.max_eval_per_class,
-                                extra_tags={"space": space_name})
+                                tags={"space": space_name})
             out.append((cell, get_space(space_name, method, volume)))
     return out
 
 
 def paper_hparams(method: str, volume: int) -> dict[str, Any]:
-    from optuna.trial import FixedTrial
-    return get_space("paper", method, volume)(FixedTrial({}))
+    return paper_values(method, volume)
 
 
 def chosen_for(chosen: ChosenHParams, method: str, volume: int) -> dict[str, Any] | None:
@@ -145,7 +142,7 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) ->
     for source, data in cfg.source_specs():
         for pair in cfg.students.pairs:
             for method in cfg.students.methods:
-                if method == "vt":  # VT does not depend on the teacher: one cell per student
+                if not needs_teachers(method):  # VT does not depend on the teacher: one cell per student
                     if (source, pair.student) in vt_students:
                         continue
                     vt_students.add((source, pair.student))
@@ -155,7 +152,7 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) ->
                         cells.append(student_cell(cfg, "grid", source, data, pair, pair.student,
                                                   method, volume, seed, hp, teachers,
                                                   max_eval_per_class=cfg.grid.max_val_per_class,
-                                                  extra_tags={"hparams_from": origin}))
+                                                  tags={"hparams_from": origin}))
     return cells
 
 
@@ -173,13 +170,14 @@ def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams
                     cells.append(student_cell(cfg, "ablations", source, data, pair, pair.student, "ckd",
                                               volume, seed, base or paper_hparams("ckd", volume), teachers,
                                               max_eval_per_class=cfg.grid.max_val_per_class,
-                                              extra_tags={"ablation": "k", "k": str(k), "hparams_from": origin},
+                                              tags={"ablation": "k", "k": k, "hparams_from": origin},
                                               forced={"k": k}))
+    baseline = baseline_method()  # the data-efficiency curve is the baseline's
     for student in a.efficiency_students:
         for volume in a.efficiency_volumes:
             for seed in a.efficiency_seeds:
-                cells.append(student_cell(cfg, "ablations", source, data, None, student, "vt", volume,
-                                          seed, paper_hparams("vt", volume), teachers,
+                cells.append(student_cell(cfg, "ablations", source, data, None, student, baseline, volume,
+                                          seed, paper_hparams(baseline, volume), teachers,
                                           max_eval_per_class=cfg.grid.max_val_per_class,
-                                          extra_tags={"ablation": "efficiency", "hparams_from": "paper"}))
+                                          tags={"ablation": "efficiency", "hparams_from": "paper"}))
     return cells

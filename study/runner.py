@@ -1,6 +1,6 @@
 """Run a study's stages as Ray Tune Tuners, every trial recorded in MLflow by the driver.
 
-The one home of `ray.init` and of Tuner set-up. Stages read what earlier stages left
+The one home of `ray.init`; Tuners are made by `study.tuner`. Stages read what earlier stages left
 from MLflow (teacher checkpoints, the sweep's best hyperparameters), so `--stage` can
 run one of them later, and `--resume` restores each stage's Tuner from Ray storage
 without re-running finished trials.
@@ -30,12 +30,14 @@ from study.plan import (
     STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
 from study.tracking import MLflowTrialCallback, Tracking
+from study.tuner import make_tuner, restored_tuner
 from trainables.data.subsets import balanced_split
 from trainables.errors import UserError
 from trainables.hparams import HParams
 from trainables.models import create_model, sha256_file
+from trainables.record import RunTags
 from trainables.trial import TeacherRef, dataset_index
-from trainables.tune import MODEL_FILE, train_trial
+from trainables.tune import MODEL_FILE
 
 
 # every checkpoint (num_to_keep=1) forces an experiment snapshot: cheap here, so no warning
@@ -223,12 +225,12 @@ class StudyRunner:
         for cell in teacher_cells(self.cfg):
             ref = None if self.opts.retrain_teachers else self._finished_teacher(cell, warn=True)
             if ref is not None:
-                out[(cell.tags["source"], cell.tags["teacher_name"])] = ref
+                out[(cell.tags.source, cell.tags.teacher_name)] = ref
                 reused += 1
             else:
                 todo.append(cell)
         if todo and not train:
-            missing = [c.tags["cell"] for c in todo]
+            missing = [c.tags.cell for c in todo]
             raise UserError(f"teachers {missing} have no finished run yet: run `--stage teachers` first")
         stage = StageSummary("teachers", reused=reused)
         if todo:
@@ -238,8 +240,8 @@ class StudyRunner:
             for cell in todo:
                 ref = self._finished_teacher(cell)
                 if ref is None:
-                    raise UserError(f"teacher {cell.tags['cell']} did not finish (see its FAILED run in MLflow)")
-                out[(cell.tags["source"], cell.tags["teacher_name"])] = ref
+                    raise UserError(f"teacher {cell.tags.cell} did not finish (see its FAILED run in MLflow)")
+                out[(cell.tags.source, cell.tags.teacher_name)] = ref
         self.summary.stages.append(stage)
         return out
 
@@ -249,7 +251,7 @@ class StudyRunner:
             return None
         trained_by = run.data.tags.get("code_version", "unknown")
         if warn and trained_by != self.code:
-            self.echo(f"warning: teacher {cell.tags['cell']} is reused from run {run.info.run_id}, trained by "
+            self.echo(f"warning: teacher {cell.tags.cell} is reused from run {run.info.run_id}, trained by "
                       f"code version {trained_by}; this is {self.code}. Its numbers may differ from a teacher "
                       "trained now: `study run --retrain-teachers` (in a new study) trains it again.")
         path, digest = run.data.tags["checkpoint_path"], run.data.tags.get("checkpoint_sha256")
@@ -258,7 +260,7 @@ class StudyRunner:
         if digest and sha256_file(path) != digest:
             raise UserError(f"teacher checkpoint {path} changed since it was recorded (SHA-256 differs "
                             f"from run {run.info.run_id}): restore it or delete that run to retrain")
-        return TeacherRef(cell.spec["arch"], path)
+        return TeacherRef(cell.spec.arch, path)
 
     def _record_teachers(self, results) -> None:
         """Copy each finished teacher's weights to a stable path; record path and SHA-256."""
@@ -268,10 +270,10 @@ class StudyRunner:
         for result in results:
             if result.error is not None or result.checkpoint is None:
                 continue
-            tags = result.config["cell"]["tags"]
+            tags = RunTags.from_mlflow(result.config["cell"]["tags"])
             # one file per trial: a retrained teacher never replaces the weights an older run recorded
             trial_id = result.metrics.get("trial_id", "")
-            dest = folder / f"{tags['cell'].replace('/', '_')}-{tags['config_hash']}-{trial_id}.pt"
+            dest = folder / f"{tags.cell.replace('/', '_')}-{tags.config_hash}-{trial_id}.pt"
             with result.checkpoint.as_directory() as d:
                 tmp = dest.with_suffix(".tmp")
                 shutil.copyfile(Path(d) / MODEL_FILE, tmp)
@@ -284,7 +286,7 @@ class StudyRunner:
     def sweep(self, teachers) -> None:
         sw = self.cfg.sweep
         for cell, space in sweep_cells(self.cfg, teachers):
-            method, volume = cell.tags["method"], int(cell.tags["volume"])
+            method, volume = cell.tags.method, cell.tags.volume
             epochs = HParams.from_dict(cell.hparams).epochs
             searcher = OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)
             scheduler = (ASHAScheduler(metric=sw.metric, mode="max", max_t=epochs,
@@ -306,8 +308,8 @@ class StudyRunner:
         runs = [r for r in self.tracking.children("sweep", status="FINISHED") if metric in r.data.metrics]
         for method, space in self.cfg.sweep.spaces.items():
             for volume in self.cfg.sweep.volumes:
-                mine = [r for r in runs if r.data.tags.get("method") == method
-                        and r.data.tags.get("volume") == str(volume)]
+                mine = [r for r in runs if (lambda t: (t.method, t.volume))(RunTags.from_mlflow(r.data.tags))
+                        == (method, volume)]
                 if not mine:
                     raise UserError(f"no finished sweep run for method {method!r} at volume {volume}: "
                                     "run `--stage sweep` first (or set grid.hparams: paper)")
@@ -315,8 +317,7 @@ class StudyRunner:
                 last = max(r.data.metrics.get("epoch", 0) for r in mine)
                 best = max((r for r in mine if r.data.metrics.get("epoch", 0) == last),
                            key=lambda r: r.data.metrics[metric])
-                params = HParams.from_dict({k: v for k, v in best.data.params.items()
-                                            if k in HParams.__dataclass_fields__}).to_dict()
+                params = HParams.from_dict({**HParams.subset(best.data.params, method), "method": method}).to_dict()
                 chosen[(method, volume)] = {k: params[k] for k in space_keys(space, method, volume)}
         return chosen
 
@@ -329,28 +330,20 @@ class StudyRunner:
     # --- one Tuner ---------------------------------------------------------------
     def _fit(self, name: str, param_space: dict, stage: StageSummary, expected: int, *,
              search_alg=None, scheduler=None, num_samples: int = 1, log_models: bool = False):
-        trainable = tune.with_resources(train_trial, trial_resources(self.cfg.resources))
+        resources = trial_resources(self.cfg.resources)
         path = f"{self.storage}/{name}"
         t0 = time.perf_counter()
-        if tune.Tuner.can_restore(path):
+        tuner = restored_tuner(path, resources)
+        if tuner is not None:
             self.echo(f"[{name}] resuming from {path}")
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             self.echo(f"[{name}] starting")
             callback = MLflowTrialCallback(self.cfg.tracking_uri, self.tracking.experiment_id,
                                            self._parent, self.cfg.name, log_models=log_models,
                                            code_version=self.code)
-            tuner = tune.Tuner(
-                trainable, param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                    max_concurrent_trials=self.opts.max_concurrent, reuse_actors=True,
-                    trial_dirname_creator=lambda trial: trial.trial_id),
-                run_config=tune.RunConfig(
-                    name=name, storage_path=self.storage, callbacks=[callback],
-                    failure_config=tune.FailureConfig(max_failures=self.cfg.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=self.opts.verbose))
+            tuner = make_tuner(name, self.storage, param_space, resources, search_alg=search_alg,
+                               scheduler=scheduler, num_samples=num_samples, max_concurrent=self.opts.max_concurrent,
+                               max_failures=self.cfg.max_failures, callbacks=[callback], verbose=self.opts.verbose)
         with _InterruptWatch() as watch:
             results = tuner.fit()
         stage.seconds = time.perf_counter() - t0
@@ -363,7 +356,13 @@ class StudyRunner:
 
 
 class _InterruptWatch(logging.Handler):
-    """Notices Ray Tune's own SIGINT handling (it logs, then fit() returns normally)."""
+    """Notices Ray Tune's own SIGINT handling (it logs, then fit() returns normally).
+
+    Ray Tune 2.60 has no public signal of it: on Ctrl+C `Tuner.fit()` stops the trials, saves
+    the experiment and returns an ordinary `ResultGrid` whose stopped trials read TERMINATED,
+    with no "interrupted" flag; a trial stopped by ASHA looks the same, so the results cannot
+    tell either. Tune's own warning on its logger is the one trace; the runner also checks
+    that every expected trial came back (`_fit`)."""
 
     LOGGER = "ray.tune.tune"
 

@@ -37,10 +37,11 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
 
 def _results(cfg: StudyConfig, echo: Callable[[str], None]) -> None:
     try:
-        runs = load_study(cfg.tracking_uri, cfg.name).runs
+        study = load_study(cfg.tracking_uri, cfg.name)
     except UserError:  # no trial run (e.g. only teachers given): nothing to tabulate
         return
-    cells = build_cells(runs)
+    runs = study.runs
+    cells = build_cells(runs, study.parent.config_text if study.parent else "")
     for view in (v for v in views(cells) if v.metric == "acc"):
         echo(f"\n{view.title}: test accuracy, mean ± std (seeds)")
         echo(render.markdown_table(view))

@@ -1,4 +1,6 @@
-"""MLflow, written by the driver only: the experiment, the parent run, one child run per trial.
+"""MLflow, written by the driver only: the experiment, the parent run, one child run per trial
+(through `analysis.store`, the project's one MLflow adapter; the tags through the trial
+record's schema, `trainables.record`).
 
 `MLflowTrialCallback` is our Tune callback: one run per trial id (found again by the
 `trial_id` tag and reopened after a resume, never duplicated), per-epoch metrics by
@@ -19,24 +21,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.store import check_reachable, downloaded, search_all
 from trainables.errors import UserError
+from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, split_config
 
 METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+)$")
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
 CHOSEN_FILE = "chosen_hparams.json"
-# strings a trial reports that become tags: where it ran, and digests of the rows it was scored on
-RESULT_TAGS = ("node_ip", "node_id", "val_rows", "test_rows")
 
-
-def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 class Tracking:
@@ -55,13 +48,7 @@ class Tracking:
         return self._client
 
     def check_reachable(self) -> None:
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:
-            raise UserError(
-                f"MLflow tracking URI {self.uri} cannot be reached or opened: "
-                f"{exc.__class__.__name__}: {str(exc)[:300]}. Start the server or fix tracking_uri."
-            ) from None
+        check_reachable(self.client, self.uri)
 
     def existing_experiment(self) -> str | None:
         exp = self.client.get_experiment_by_name(self.study)
@@ -122,8 +109,7 @@ class Tracking:
     def chosen_of(self, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
         """What `log_chosen` recorded on parent run `run_id`."""
         try:
-            with tempfile.TemporaryDirectory() as d:
-                path = Path(self.client.download_artifacts(run_id, CHOSEN_FILE, d))
+            with downloaded(self.client, run_id, CHOSEN_FILE) as path:
                 rows = json.loads(path.read_text())
         except Exception as exc:
             raise UserError(f"grid.from_run={run_id!r}: no {CHOSEN_FILE} on that run at {self.uri} "
@@ -184,10 +170,10 @@ class MLflowTrialCallback(tune.Callback):
         return run_id
 
     def _create(self, trial) -> str:
-        spec, hp, tags = split_config(trial.config)
-        tags = {**tags, "study": self.study, "kind": "trial", "trial_id": trial.trial_id,
+        spec, hp, run_tags = split_config(trial.config)
+        tags = {**run_tags.to_mlflow(), "study": self.study, "kind": "trial", "trial_id": trial.trial_id,
                 "mlflow.parentRunId": self.parent_run_id, "code_version": self.code_version}
-        name = f"{tags.get('stage')}:{tags.get('cell', trial.trial_id)}"
+        name = f"{run_tags.stage}:{run_tags.cell or trial.trial_id}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         params = {**hp.to_dict(), **{k: getattr(spec, k) for k in SPEC_PARAMS},
                   "teacher_checkpoints": ",".join(t.checkpoint for t in spec.teachers)}

@@ -32,7 +32,7 @@ def test_fig2_points_and_png(store, tmp_path):
 def test_fig2_falls_back_to_grid_vt_runs(store, tmp_path):
     runs = load_study(store["uri"], "quick").runs
     data, origin = efficiency_data(runs)
-    assert origin == "grid VT runs"
+    assert origin == "grid runs without a teacher"
     assert data[["student", "volume_n", "n"]].values.tolist() == [["test_efficientnet", 100.0, 2]]
     assert data["mean"].iloc[0] == pytest.approx(0.72)
     assert plot_efficiency(data, tmp_path / "fig2.png").is_file()

@@ -1,5 +1,8 @@
-"""A small MLflow store written with MlflowClient (no training), shared by the analysis tests,
-and the tests of reading it back (`analysis.runs`).
+"""A small MLflow store written as `study run` writes one: the parent run through
+`study.tracking.Tracking`, every trial through the real `MLflowTrialCallback` (driven
+without Ray by stand-in trials) from a planned `study.plan.Cell`; shared by the analysis
+tests, and the tests of reading it back (`analysis.runs`). So what the report reads is what
+a study writes: the same tag schema, params and metrics.
 
 Study `demo` (FF++ Deepfakes, pair xception->efficientnet, seeds 0-2):
     volume 100: VT [.80 .82 .78], KD [.81 .84 .80], CKD [.85 .86 .83]; volume 10: VT [.55], CKD [.60]
@@ -18,15 +21,21 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import cast_param, load_study, metric_history, runs_frame, tracking_uri
+from study.plan import Cell
+from study.tracking import MLflowTrialCallback, Tracking
 from trainables.errors import UserError
+from trainables.losses import needs_teachers
 from trainables.models import create_model, save_checkpoint
+from trainables.record import RunTags
+from trainables.trial import TeacherRef, TrialSpec
 
 T0 = 1_700_000_000_000
 _CACHE: dict[str, dict] = {}
@@ -37,41 +46,45 @@ ENS = {"efficientnet->mobilenet": [0.77, 0.79], "xception+efficientnet->mobilene
 
 
 class Writer:
-    def __init__(self, client: MlflowClient, study: str):
-        self.client, self.study = client, study
-        self.exp = client.create_experiment(study)
-        self.clock = T0
-        self.parent = self.new_run({"kind": "parent", "study": study, "config_hash": "abc123",
-                                    "code_version": "deadbee"}, {}, {})
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "study.yaml").write_text(f"name: {study}\n# the demo config\n")
-            client.log_artifact(self.parent, str(Path(d) / "study.yaml"))
-        client.set_terminated(self.parent, "FINISHED")
+    """One study, written through the real tracking code."""
+
+    def __init__(self, uri: str, study: str):
+        self.tracking = Tracking(uri, study)
+        self.parent = self.tracking.start_parent("abc123", f"name: {study}\n# the demo config\n", "deadbee")
+        self.tracking.end_parent(self.parent, "FINISHED")
+        self.callback = MLflowTrialCallback(uri, self.tracking.experiment_id, self.parent, study,
+                                            log_models=True, code_version="deadbee")
         self.trials = 0
 
-    def new_run(self, tags, params, metrics, status=None, start=None) -> str:
-        self.clock += 1000
-        run = self.client.create_run(self.exp, start_time=start or self.clock, tags=tags)
-        now = self.clock
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                              metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        if status:
-            self.client.set_terminated(run.info.run_id, status)
-        return run.info.run_id
-
     def trial(self, stage, source, pair, method, volume, seed, arch, metrics, *, status="FINISHED",
-              trial_id=None, start=None, k=32, extra=None) -> str:
+              trial_id=None, k=32, extra=None, history=(), checkpoint=None) -> str:
+        """A planned cell, run through the callback's hooks as Ray would call them."""
         self.trials += 1
         teachers, student = pair.rsplit("->", 1)
-        tags = {"kind": "trial", "study": self.study, "stage": stage, "method": method,
-                "teachers": teachers if method != "vt" else "", "student": student, "pair": pair,
-                "volume": str(volume), "seed": str(seed), "source": source, "config_hash": "h",
-                "trial_id": trial_id or f"t{self.trials:04d}", "mlflow.parentRunId": self.parent,
-                "cell": f"{source}/{pair}/{method}/{volume}/{seed}", **(extra or {})}
-        params = {"method": method, "epochs": 3, "lr": 0.001, "lam": 0.1, "tau": 0.05, "k": k, "seed": seed,
-                  "symmetric": False, "arch": arch, "image_size": 32,
-                  "volume": volume if volume != "full" else None, "subset_seed": seed}
-        return self.new_run(tags, params, metrics, status=status, start=start)
+        distils = needs_teachers(method)
+        vol = None if volume == "full" else int(volume)
+        spec = TrialSpec(role="teacher" if stage == "teachers" else "student", arch=arch,
+                         data={"kind": "synthetic", "root": "/nowhere"}, image_size=32, volume=vol, subset_seed=seed,
+                         teachers=tuple(TeacherRef("x", f"/nowhere/{t}.pt") for t in teachers.split("+"))
+                         if distils else ())
+        hp = {"method": method, "epochs": 3, "lr": 0.001, "lam": 0.1, "seed": seed,
+              **({"tau": 0.05, "k": k, "symmetric": False} if method == "ckd" else {})}
+        tags = RunTags(stage=stage, source=source, method=method, student=student, seed=seed, volume=vol,
+                       cell=f"{source}/{pair}/{method}/{volume}/{seed}", teachers=teachers if distils else "",
+                       pair=pair, **(extra or {}))
+        trial = SimpleNamespace(trial_id=trial_id or f"t{self.trials:04d}",
+                                config={"cell": Cell(stage, spec, hp, tags).config()}, checkpoint=checkpoint,
+                                get_error=lambda: "Traceback (most recent call last):\nRuntimeError: boom")
+        self.callback.on_trial_start(0, [], trial)
+        for step, values in enumerate(history):
+            self.callback.on_trial_result(0, [], trial, {**values, "epoch": step})
+        self.callback.on_trial_result(0, [], trial, dict(metrics))
+        run_id = self.callback.run_id(trial)
+        if status == "FINISHED":
+            self.callback.on_trial_complete(0, [], trial)
+        else:
+            self.callback.on_trial_error(0, [], trial)
+        return run_id
 
 
 def acc_auc(acc: float) -> dict:
@@ -80,26 +93,31 @@ def acc_auc(acc: float) -> dict:
 
 def build_store(root: Path) -> dict:
     uri = tracking_uri(root)
-    client = MlflowClient(tracking_uri=uri)
     ids: dict = {"uri": uri, "root": root}
 
-    w = Writer(client, "demo")
+    w = Writer(uri, "demo")
     src, pair = "Deepfakes", "xception->efficientnet"
+    curve = [{"train_loss": 1.0 + 0.1 * step, "train_ce": 0.6 + 0.1 * step, "val_acc": 0.5 + 0.1 * step,
+              "val_auc": 0.55 + 0.1 * step} for step in range(3)]
     for (method, volume), values in DEMO.items():
         for seed, acc in enumerate(values):
             tid = f"{method}-{volume}-{seed}"
-            if (method, volume, seed) == ("ckd", "100", 2):  # a resume left an older run of this trial
-                ids["stale"] = w.trial("grid", src, pair, method, volume, seed, "efficientnet_b0", acc_auc(0.10),
-                                       trial_id=tid, start=T0 - 10_000)
             ids[(method, volume, seed)] = w.trial("grid", src, pair, method, volume, seed, "efficientnet_b0",
-                                                  acc_auc(acc), trial_id=tid)
-    ids["failed"] = w.trial("grid", src, pair, "kd", "100", 3, "efficientnet_b0", {}, status="FAILED",
-                            extra={"error": "RuntimeError: boom"})
+                                                  acc_auc(acc), trial_id=tid,
+                                                  history=curve if (method, volume, seed) == ("ckd", "100", 0) else ())
+            if (method, volume, seed) == ("ckd", "100", 2):  # a resume left an older run of this trial
+                client = w.tracking.client
+                old = client.get_run(ids[(method, volume, seed)])
+                stale = client.create_run(w.tracking.experiment_id, start_time=T0, tags=old.data.tags)
+                client.log_batch(stale.info.run_id, metrics=[Metric("test_acc", 0.10, T0, 2)])
+                client.set_terminated(stale.info.run_id, "FINISHED")
+                ids["stale"] = stale.info.run_id
+    ids["failed"] = w.trial("grid", src, pair, "kd", "100", 3, "efficientnet_b0", {"epoch": 0}, status="FAILED")
     for name, arch, acc in (("xception", "legacy_xception", 0.99), ("efficientnet", "efficientnet_b0", 0.97)):
-        w.trial("teachers", src, f"->{name}", "vt", "full", 0, arch, acc_auc(acc),
-                extra={"teacher_name": name, "student": name})
+        w.trial("teachers", src, f"->{name}", "vt", "full", 0, arch, acc_auc(acc), extra={"teacher_name": name})
     for i in range(2):
-        w.trial("sweep", src, pair, "ckd", "100", 0, "efficientnet_b0", {"val_auc": 0.7 + i / 10})
+        w.trial("sweep", src, pair, "ckd", "100", 0, "efficientnet_b0", {"val_auc": 0.7 + i / 10, "epoch": 2},
+                extra={"space": "ckd"})
     for student, arch, base in (("efficientnet", "efficientnet_b0", 0.6), ("mobilenet", "mobilenetv3_large_100", 0.5)):
         for v_i, volume in enumerate((10, 100, 400)):
             for seed in (0, 1):
@@ -108,32 +126,29 @@ def build_store(root: Path) -> dict:
     for k_i, k in enumerate((4, 16, 64)):
         for seed in (0, 1):
             w.trial("ablations", src, pair, "ckd", 100, seed, "efficientnet_b0", acc_auc(0.80 + 0.01 * k_i + 0.01 * seed),
-                    k=k, extra={"ablation": "k", "k": str(k)})
-    curve = ids[("ckd", "100", 0)]
-    client.log_batch(curve, metrics=[Metric(key, v + 0.1 * step, T0 + step, step)
-                                     for step in range(3) for key, v in
-                                     (("train_loss", 1.0), ("train_ce", 0.6), ("val_acc", 0.5), ("val_auc", 0.55))])
-    ids["curve"] = curve
+                    k=k, extra={"ablation": "k", "k": k})
+    ids["curve"] = ids[("ckd", "100", 0)]
 
-    e = Writer(client, "ens")
+    e = Writer(uri, "ens")
     for pair, values in ENS.items():
         for seed, acc in enumerate(values):
             ids[("ens", pair, seed)] = e.trial("grid", "Celeb-DF", pair, "ckd", "100", seed,
                                                "mobilenetv3_large_100", acc_auc(acc))
 
-    q = Writer(client, "quick")
+    q = Writer(uri, "quick")
     for method, values in (("vt", [0.70, 0.74]), ("ckd", [0.75, 0.80])):
         for seed, acc in enumerate(values):
             q.trial("grid", "synthetic", "resnet->test_efficientnet", method, "100", seed, "test_efficientnet",
                     acc_auc(acc))
-    # a teacher with its checkpoint (Fig. 3): a tiny test_resnet at 32 px
-    ids["teacher"] = q.trial("teachers", "synthetic", "->resnet", "vt", "full", 0, "test_resnet", acc_auc(0.9),
-                             extra={"teacher_name": "resnet"})
+    # a teacher with its checkpoint (Fig. 3): a tiny test_resnet at 32 px, logged by the callback
+    from ray import tune
+
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(create_model("test_resnet"), Path(d) / "model.pt")
-        client.log_artifact(ids["teacher"], str(Path(d) / "model.pt"), "model")
-    client.create_experiment("empty")
+        ids["teacher"] = q.trial("teachers", "synthetic", "->resnet", "vt", "full", 0, "test_resnet", acc_auc(0.9),
+                                 extra={"teacher_name": "resnet"}, checkpoint=tune.Checkpoint.from_directory(d))
+    MlflowClient(tracking_uri=uri).create_experiment("empty")
     return ids
 
 

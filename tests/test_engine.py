@@ -52,7 +52,7 @@ def test_teacher_then_ckd_student_end_to_end():
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
     history = []
     student = create_model("test_efficientnet")
-    hp = HParams(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=0)
+    hp = HParams.from_dict(dict(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=0))
     subset = ImageSet(train.images[:16], train.labels[:16])
     result = train_student(student, [teacher], subset, val, hp, on_epoch=lambda e, m, s: history.append(m))
     assert len(history) == 3 and all(math.isfinite(m["train_loss"]) for m in history)
@@ -128,7 +128,7 @@ def test_set_rng_state_accepts_an_older_checkpoint():
 
 def test_resume_gives_the_same_model_as_an_undisturbed_run(tmp_path):
     train = toy_set(24)
-    hp = HParams(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=3)
+    hp = HParams.from_dict(dict(method="ckd", epochs=3, batch_size=8, k=4, lr=3e-3, seed=3))
     torch.manual_seed(0)
     teacher = create_model("test_resnet").eval()
     torch.manual_seed(1)

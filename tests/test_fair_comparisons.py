@@ -1,6 +1,7 @@
 """What makes a study's comparisons ones a reviewer accepts: fixed evaluation rows, methods
 tuned on equal footing (or the exceptions marked), and a clear precedence of hyperparameters."""
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -23,15 +24,15 @@ TEACHERS = {("synthetic", "r"): TeacherRef("test_resnet", "t.pt")}
 
 
 def specs(cells) -> list[TrialSpec]:
-    return [TrialSpec.from_dict(c.spec) for c in cells]
+    return [c.spec for c in cells]
 
 
 # --- fixed evaluation sets --------------------------------------------------------------
 
 def test_every_seed_of_a_cell_is_scored_on_the_same_whole_test_split(tmp_path, synthetic_root):
     cfg = parse_config(tiny(synthetic_root, **{"students.seeds": [0, 1, 2]}), "cfg.yaml", tmp_path)
-    cells = [c for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {}}) if c.tags["method"] == "ckd"]
-    assert [c.tags["seed"] for c in cells] == ["0", "1", "2"]
+    cells = [c for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {}}) if c.tags.method == "ckd"]
+    assert [c.tags.seed for c in cells] == [0, 1, 2]
     index = dataset_index(cfg.data)
     whole = index[index["split"] == "test"]
     tests = [eval_frame(s, index, "test") for s in specs(cells)]
@@ -47,11 +48,11 @@ def test_a_capped_validation_set_is_the_studys_own_draw_not_the_seeds(tmp_path, 
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     index = dataset_index(cfg.data)
     (cell, _space), = sweep_cells(cfg, TEACHERS)
-    base = TrialSpec.from_dict(cell.spec)
-    vals = [eval_frame(TrialSpec.from_dict({**cell.spec, "subset_seed": seed}), index, "val") for seed in (0, 1, 7)]
+    base = cell.spec
+    vals = [eval_frame(replace(base, subset_seed=seed), index, "val") for seed in (0, 1, 7)]
     assert len({rows_digest(v) for v in vals}) == 1 and len(vals[0]) == 10
     assert vals[0]["label"].value_counts().to_dict() == {0: 5, 1: 5}
-    other = TrialSpec.from_dict({**cell.spec, "eval_seed": base.eval_seed + 1})
+    other = replace(base, eval_seed=base.eval_seed + 1)
     assert rows_digest(eval_frame(other, index, "val")) != rows_digest(vals[0])  # the study's seed decides
     assert len(eval_frame(other, index, "test")) == (index["split"] == "test").sum()  # test is never capped
 
@@ -89,7 +90,7 @@ def test_an_unswept_method_in_a_swept_grid_is_an_error_unless_listed(tmp_path):
         parse_config(raw, "cfg.yaml", tmp_path)
     raw["grid"] = {"untuned": ["vt"]}
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
-    origin = {c.tags["method"]: c.tags["hparams_from"] for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {"tau": 0.3}})}
+    origin = {c.tags.method: c.tags.hparams_from for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {"tau": 0.3}})}
     assert origin == {"vt": "paper", "ckd": "sweep"}
 
 
@@ -137,13 +138,13 @@ def test_a_user_fixed_key_reaches_every_trial(tmp_path):
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     cells = grid_cells(cfg, TEACHERS, {})
     assert {c.hparams["batch_size"] for c in cells} == {7}  # the paper's 10 at 10 images does not win
-    ckd = next(c for c in cells if c.tags["method"] == "ckd")
+    ckd = next(c for c in cells if c.tags.method == "ckd")
     assert (ckd.hparams["tau"], ckd.hparams["k"], ckd.hparams["momentum"]) == (0.05, 10, 0.9)
     # with a sweep: its choice beats the paper, the user's key beats both
     raw = tiny(tmp_path / "d", **{"students.hparams": {"epochs": 2, "momentum": 0.9}})
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     ckd = next(c for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {"tau": 0.3, "batch_size": 8}})
-               if c.tags["method"] == "ckd")
+               if c.tags.method == "ckd")
     assert (ckd.hparams["tau"], ckd.hparams["batch_size"], ckd.hparams["k"], ckd.hparams["momentum"]) == \
         (0.3, 8, 10, 0.9)
     (sweep_cell, _), = sweep_cells(cfg, TEACHERS)
@@ -192,7 +193,7 @@ def test_chosen_values_round_trip_through_the_parent_run_and_feed_a_grid(tmp_pat
     raw["students"]["methods"] = ["ckd"]
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     (cell,) = grid_cells(cfg, TEACHERS, tracking.chosen_of(parent))
-    assert (cell.hparams["tau"], cell.hparams["lam"], cell.tags["hparams_from"]) == (0.25, 2.0, "from_run")
+    assert (cell.hparams["tau"], cell.hparams["lam"], cell.tags.hparams_from) == (0.25, 2.0, "from_run")
     raw["grid"] = {"hparams": "from_run"}
     with pytest.raises(ConfigError, match="grid.from_run"):
         parse_config(raw, "cfg.yaml", tmp_path)

@@ -14,7 +14,7 @@ S_DIM, T_DIM = 4, 6
 
 
 def make(train_labels, **hp):
-    hp = HParams(method="ckd", embed_dim=3, **{"k": 3, **hp})
+    hp = HParams.from_dict({"method": "ckd", "embed_dim": 3, "k": 3, **hp})
     labels = torch.as_tensor(train_labels, dtype=torch.long)
     ctx = LossContext(S_DIM, (T_DIM,), labels)
     return LOSSES["ckd"](hp, S_DIM, T_DIM, ctx), labels
@@ -132,7 +132,7 @@ def test_opposite_class_missing_is_config_error():
 
 def scores(term, bank, anchor, positive, neg_idx):
     """x = a.b / tau for the positive pairs and the negatives, by hand."""
-    tau = term.hp.tau
+    tau = term.opt.tau
     x_pos = (anchor * positive).sum(1) / tau
     x_neg = torch.stack([bank[neg_idx[b]] @ anchor[b] for b in range(len(anchor))]) / tau
     return x_pos, x_neg
@@ -222,7 +222,7 @@ def test_symmetric_adds_student_anchor_term_against_teacher_bank():
     extra = sym(*args) - plain(*args)
     student, teacher = args[0], args[1]
     v_t, v_s = embed(sym.embed_t, teacher.features), embed(sym.embed_s, student.features)
-    expected = contrastive_nce_loss(v_s, v_t, teacher_bank[torch.tensor(neg_idx)], sym.hp.tau, 20)
+    expected = contrastive_nce_loss(v_s, v_t, teacher_bank[torch.tensor(neg_idx)], sym.opt.tau, 20)
     assert extra.item() == pytest.approx(expected.item(), rel=1e-5)
     # the teacher bank is refreshed with the teacher embeddings
     mixed = 0.5 * teacher_bank[14] + 0.5 * v_t[1]

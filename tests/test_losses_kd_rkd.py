@@ -48,7 +48,7 @@ def test_kd_t_squared_scaling():
 
 
 def test_kd_term_uses_hp_kd_t():
-    hp = HParams(method="kd", kd_t=2.0)
+    hp = HParams.from_dict(dict(method="kd", kd_t=2.0))
     ctx = LossContext(4, (4,), torch.tensor([0, 1]))
     term = LOSSES["kd"](hp, 4, 4, ctx)
     s = Outputs(t_([[2.0, 0.0]]), torch.zeros(1, 4))
@@ -148,7 +148,7 @@ def test_rkd_equals_the_non_degenerate_mean_times_the_share_of_non_degenerate_en
 
 
 def test_rkd_term_weights():
-    hp = HParams(method="rkd", rkd_distance_w=25.0, rkd_angle_w=50.0)
+    hp = HParams.from_dict(dict(method="rkd", rkd_distance_w=25.0, rkd_angle_w=50.0))
     term = LOSSES["rkd"](hp, 2, 2, LossContext(2, (2,), torch.tensor([0, 1, 0])))
     s, t = Outputs(torch.zeros(3, 2), t_(STUDENT)), Outputs(torch.zeros(3, 2), t_(TEACHER))
     got = term(s, t, torch.tensor([0, 1, 0]), torch.arange(3))

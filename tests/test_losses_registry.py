@@ -7,21 +7,22 @@ import torch
 
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
-from trainables.losses import LOSSES, LossContext, Outputs, StudentLoss, build_loss
+from trainables.losses import LOSSES, LossContext, Outputs, StudentLoss, baseline_method, build_loss
 
 
 def t_(rows):
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def test_all_methods_registered():
-    assert set(LOSSES) == {"vt", "kd", "rkd", "ckd"}
+def test_the_papers_methods_are_registered_and_vt_is_the_baseline():
+    assert set(LOSSES) >= {"vt", "kd", "rkd", "ckd"}
+    assert baseline_method() == "vt" and [m for m, cls in LOSSES.items() if cls.baseline] == ["vt"]
+    assert all(cls.needs_teachers for m, cls in LOSSES.items() if not cls.baseline)
 
 
 def test_unknown_method_lists_registered():
-    ctx = LossContext(8, (16,), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ConfigError, match=r"'ckd', 'kd', 'rkd', 'vt'"):
-        build_loss(HParams(method="fitnet"), ctx)
+    with pytest.raises(ConfigError, match=r"method='fitnet' is not one of \['vt', .*'ckd'"):
+        HParams(method="fitnet")
 
 
 def test_teacher_count_mismatch_is_config_error():
@@ -45,7 +46,7 @@ def test_vt_is_cross_entropy_and_ignores_teachers():
 
 
 def test_kd_ensemble_is_ce_plus_lambda_sum():
-    hp = HParams(method="kd", lam=0.3, kd_t=2.0)
+    hp = HParams.from_dict(dict(method="kd", lam=0.3, kd_t=2.0))
     loss = build_loss(hp, LossContext(2, (2, 2), torch.tensor([0, 1])))
     s = Outputs(t_([[2.0, 0.0]]), torch.zeros(1, 2))
     t1 = Outputs(t_([[0.0, 2.0]]), torch.zeros(1, 2))
@@ -60,7 +61,7 @@ def test_kd_ensemble_is_ce_plus_lambda_sum():
 
 def test_ckd_ensemble_sums_terms_each_with_its_own_heads():
     torch.manual_seed(0)
-    hp = HParams(method="ckd", lam=0.1, k=4, embed_dim=8)
+    hp = HParams.from_dict(dict(method="ckd", lam=0.1, k=4, embed_dim=8))
     labels = torch.tensor([0, 1] * 10)
     loss = build_loss(hp, LossContext(5, (6, 10), labels))
     assert [term.embed_t.in_features for term in loss.terms] == [6, 10]
@@ -89,7 +90,7 @@ def test_every_registered_loss_builds_and_trains(method, symmetric):
     m, b = 20, 6
     labels = torch.tensor([0, 1] * (m // 2))
     ctx = LossContext(student_dim=8, teacher_dims=(16,), train_labels=labels)
-    loss = build_loss(HParams(method=method, k=4, symmetric=symmetric), ctx)
+    loss = build_loss(HParams.from_dict(HParams.subset(dict(method=method, k=4, symmetric=symmetric), method)), ctx)
     assert isinstance(loss, StudentLoss)
     index = torch.randperm(m)[:b]
     features = torch.randn(b, 8, requires_grad=True)

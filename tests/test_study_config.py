@@ -57,7 +57,7 @@ def test_paper_configs_use_the_papers_hyperparameters(tmp_path):
     cells = grid_cells(cfg, teachers, {})
     # 4 sources x (3 pairs x 3 distillation methods + 3 VT students (one per distinct student)) x 3 volumes x 5 seeds
     assert len(cells) == 4 * (3 * 3 + 3) * 3 * 5
-    ckd10 = next(c for c in cells if c.tags["method"] == "ckd" and c.tags["volume"] == "10")
+    ckd10 = next(c for c in cells if c.tags.method == "ckd" and c.tags.volume == 10)
     assert (ckd10.hparams["tau"], ckd10.hparams["lam"], ckd10.hparams["batch_size"], ckd10.hparams["k"]) == (0.05, 0.1, 10, 10)
     assert paper_hparams("ckd", 1000)["k"] == 32
 
@@ -141,9 +141,9 @@ def test_initial_weights_reach_the_trial_specs(tmp_path):
     raw["teachers"][0]["weights"] = str(w)
     raw["students"]["weights"] = {"test_efficientnet": str(w)}
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
-    assert teacher_cells(cfg)[0].spec["weights"] == str(w)
+    assert teacher_cells(cfg)[0].spec.weights == str(w)
     teachers = {("synthetic", "r"): TeacherRef("test_resnet", "t.pt")}
-    assert {c.spec["weights"] for c in grid_cells(cfg, teachers, {("ckd", 10): {}})} == {str(w)}
+    assert {c.spec.weights for c in grid_cells(cfg, teachers, {("ckd", 10): {}})} == {str(w)}
     raw["students"]["weights"] = {"test_efficientnet": str(tmp_path / "missing.pt")}
     with pytest.raises(ConfigError, match=r"students.weights.test_efficientnet=.*missing.pt.*does not exist"):
         parse_config(raw, "cfg.yaml", tmp_path)
@@ -187,15 +187,15 @@ def test_unreachable_ray_address_exits_2_in_seconds(tmp_path, synthetic_root):
 
 def test_teachers_stream_their_split_when_asked_and_the_choice_keeps_the_hash(tmp_path):
     auto = teacher_cells(parse_config(tiny(tmp_path / "d", resources={"loader_workers": 3}), "cfg.yaml", tmp_path))[0]
-    assert (auto.spec["stream"], auto.spec["loader_workers"]) == ("auto", 3)
+    assert (auto.spec.stream, auto.spec.loader_workers) == ("auto", 3)
     raw = tiny(tmp_path / "d")
     raw["data"]["stream"] = True
     streamed = teacher_cells(parse_config(raw, "cfg.yaml", tmp_path))[0]
-    assert streamed.spec["stream"] is True
+    assert streamed.spec.stream is True
     raw["data"]["stream"] = False
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     in_memory = teacher_cells(cfg)[0]
-    assert in_memory.spec["stream"] is False and "stream" not in cfg.data  # not a reader key
+    assert in_memory.spec.stream is False and "stream" not in cfg.data  # not a reader key
     # the same pixels either way: a teacher trained one way is reused by the other
     assert in_memory.config_hash == streamed.config_hash
     raw["data"]["stream"] = "yes"

@@ -11,7 +11,6 @@ batch generator and the torch, numpy, python and CUDA RNG states are part of the
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -24,14 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainables.data.stream import BatchStream, FileSet
+from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
+    IMAGENET_MEAN, IMAGENET_STD, autocast, configure_device, memory_format, pick_device, to_input,
+)
 from trainables.hparams import HParams
-from trainables.losses import LossContext, Outputs, build_loss
+from trainables.losses import LossContext, Outputs, baseline_method, build_loss, needs_teachers
 from trainables.metrics import compute_metrics
 from trainables.models import Detector
 from trainables.rng import rng_state, set_rng_state, set_seed  # noqa: F401  (set_seed: re-exported)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,49 +70,6 @@ class TrainResult:
 # on_epoch(epoch, metrics, state) is called after each epoch; `state()` returns the full
 # resumable state (model, optimiser, scheduler, loss buffers, RNGs) for a checkpoint.
 EpochCallback = Callable[[int, dict, Callable[[], dict]], None]
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def configure_device(device: torch.device, backends=torch.backends) -> None:
-    """GPU-only speed settings (cudnn autotuning, TF32 matmuls and convolutions); nothing
-    happens on the CPU. torch >= 2.9 has `fp32_precision` settings and raises when they are
-    mixed with the older `allow_tf32` flags, which are all that older versions of the
-    supported range have: use one interface, the newest there is."""
-    if device.type != "cuda":
-        return
-    backends.cudnn.benchmark = True
-    if hasattr(backends, "fp32_precision"):
-        backends.cuda.matmul.fp32_precision = "tf32"
-        backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        backends.cuda.matmul.allow_tf32 = True
-        backends.cudnn.allow_tf32 = True
-
-
-def autocast(device: torch.device, hp: HParams):
-    """bf16 autocast on CUDA when `hp.amp`; a no-op context elsewhere."""
-    if device.type == "cuda" and hp.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def memory_format(device: torch.device, hp: HParams) -> torch.memory_format:
-    if device.type == "cuda" and hp.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def to_input(images: Tensor, device: torch.device, fmt: torch.memory_format = torch.contiguous_format) -> Tensor:
-    """uint8 (B, 3, S, S) -> normalised float on `device`."""
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=fmt)
 
 
 def flip_batch(images: Tensor, flips: Tensor) -> Tensor:
@@ -268,8 +225,8 @@ def evaluate(model: Detector, data: TrainData, device: torch.device | str = "aut
 def train_teacher(model: Detector, train: TrainData, val: TrainData | None, hp: HParams, *,
                   device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
                   resume: dict | None = None) -> TrainResult:
-    """Train a teacher (vanilla cross-entropy) on the full training split."""
-    return train_student(model, [], train, val, hp.replace(method="vt"), device=device,
+    """Train a teacher (the baseline method: cross-entropy alone) on the full training split."""
+    return train_student(model, [], train, val, hp.replace(method=baseline_method()), device=device,
                          on_epoch=on_epoch, resume=resume)
 
 
@@ -292,105 +249,131 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
     device = pick_device(device)
     configure_device(device)
     set_seed(hp.seed)
-    fmt = memory_format(device, hp)
-    model.to(device).to(memory_format=fmt).train()
-    sources = teacher_caches if teacher_caches is not None else teachers
-    loss_fn = build_loss(hp, LossContext(
-        student_dim=model.feature_dim,
-        teacher_dims=tuple(t.feature_dim for t in sources) if hp.method != "vt" else (),
-        train_labels=train.labels,
-    )).to(device)
-    caches: list[TeacherCache] = []
-    live: list[Detector] = []  # teachers run on every step (cache_teachers=False)
-    if loss_fn.needs_teachers:
-        if not isinstance(train, ImageSet):
-            raise ValueError(f"method {hp.method!r} distils on a subset held in memory (ImageSet); "
-                             f"a streamed FileSet is for vanilla training of full splits")
-        if teacher_caches is not None:
-            caches = list(teacher_caches)
-            for i, c in enumerate(caches):
-                c.check(len(train), hp.flip, where=f"teacher_caches[{i}]")
-        elif cache_teachers:
-            caches = [TeacherCache.compute(prepare_teacher(t, device, hp), train.images, device, hp)
-                      for t in teachers]
-        else:
-            live = [prepare_teacher(t, device, hp) for t in teachers]
-        caches = [c.to(device) for c in caches]
-
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = make_optimizer(params, hp)
-    per_epoch = steps_per_epoch(len(train), hp)
-    sched = make_scheduler(opt, hp, per_epoch * hp.epochs, per_epoch * hp.warmup_epochs)
-    gen = torch.Generator().manual_seed(hp.seed)
-    start_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        loss_fn.load_state_dict(resume["loss"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        gen.set_state(resume["generator"])
-        set_rng_state(resume, device)  # keys missing from older checkpoints are skipped
-        start_epoch = int(resume["epoch"]) + 1
-
-    labels_dev = train.labels.to(device)
+    run = _Run.build(model, teachers, train, hp, device, teacher_caches, cache_teachers)
+    start_epoch = run.restore(resume) if resume is not None else 0
     result = TrainResult(model)
     stream = BatchStream(train, pin_memory=device.type == "cuda") if isinstance(train, FileSet) else None
     try:
         for epoch in range(start_epoch, hp.epochs):
             t0 = time.perf_counter()
+            plan = _plan_epoch(len(train), hp, run.per_epoch, run.gen)
             total, parts_sum, seen = 0.0, {}, 0
-            plan = _plan_epoch(len(train), hp, per_epoch, gen)
             for (idx, flips), images in zip(plan, image_batches(train, [i for i, _ in plan], device, stream)):
-                # uint8 to the device first (pinned when streamed on CUDA), flipped there
-                idx_dev, flips_dev = idx.to(device), flips.to(device)
-                x = to_input(flip_batch(images.to(device, non_blocking=True), flips_dev), device, fmt)
-                with autocast(device, hp):
-                    z, logits = model(x)
-                student = Outputs(logits=logits.float(), features=z.float())
-                if live:
-                    teacher_out = [teacher_forward(t, x, device, hp) for t in live]
-                else:
-                    teacher_out = [c.lookup(idx_dev, flips_dev) for c in caches]
-                loss, parts = loss_fn(student, teacher_out, labels_dev[idx_dev], idx_dev)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
-                        f"lower lr ({hp.lr}) or raise tau ({hp.tau})"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(idx)
+                loss, parts = run.step(idx, flips, images, epoch)
+                total += loss * len(idx)
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
                 seen += len(idx)
             result.seconds += time.perf_counter() - t0
             result.images_seen += seen
-            metrics = {"epoch": epoch, "train_loss": total / seen, "lr": sched.get_last_lr()[0]}
+            metrics = {"epoch": epoch, "train_loss": total / seen, "lr": run.sched.get_last_lr()[0]}
             metrics.update({f"train_{k}": v / seen for k, v in parts_sum.items()})
             if val is not None and len(val):
                 metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
                 model.train()
             result.history.append(metrics)
             if on_epoch is not None:
-                def state(epoch=epoch) -> dict:
-                    """A deep copy: later steps must not change a saved state."""
-                    return copy.deepcopy({
-                        "epoch": epoch,
-                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "loss": {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(),  # batches and flips
-                        **rng_state(device),  # torch_rng, numpy_rng, python_rng (+ cuda_rng)
-                    })
-                on_epoch(epoch, metrics, state)
+                on_epoch(epoch, metrics, lambda epoch=epoch: run.state(epoch))
     finally:
         if stream is not None:
             stream.close()
     model.eval()
     return result
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts: the model, its loss (with the teachers' outputs),
+    optimiser, schedule and the batch generator; a step, and the resumable state."""
+
+    model: Detector
+    loss_fn: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    per_epoch: int
+    hp: HParams
+    device: torch.device
+    labels: Tensor  # the training labels, on the device
+    caches: list[TeacherCache] = field(default_factory=list)
+    live: list[Detector] = field(default_factory=list)  # teachers run on every step (cache_teachers=False)
+
+    @classmethod
+    def build(cls, model: Detector, teachers: Sequence[Detector], train: TrainData, hp: HParams,
+              device: torch.device, teacher_caches: Sequence[TeacherCache] | None, cache_teachers: bool) -> "_Run":
+        model.to(device).to(memory_format=memory_format(device, hp)).train()
+        sources = teacher_caches if teacher_caches is not None else teachers
+        loss_fn = build_loss(hp, LossContext(
+            student_dim=model.feature_dim,
+            teacher_dims=tuple(t.feature_dim for t in sources) if needs_teachers(hp.method) else (),
+            train_labels=train.labels,
+        )).to(device)
+        caches: list[TeacherCache] = []
+        live: list[Detector] = []
+        if loss_fn.needs_teachers:
+            if not isinstance(train, ImageSet):
+                raise ValueError(f"method {hp.method!r} distils on a subset held in memory (ImageSet); "
+                                 f"a streamed FileSet is for vanilla training of full splits")
+            if teacher_caches is not None:
+                caches = list(teacher_caches)
+                for i, c in enumerate(caches):
+                    c.check(len(train), hp.flip, where=f"teacher_caches[{i}]")
+            elif cache_teachers:
+                caches = [TeacherCache.compute(prepare_teacher(t, device, hp), train.images, device, hp)
+                          for t in teachers]
+            else:
+                live = [prepare_teacher(t, device, hp) for t in teachers]
+            caches = [c.to(device) for c in caches]
+        opt = make_optimizer(list(model.parameters()) + list(loss_fn.parameters()), hp)
+        per_epoch = steps_per_epoch(len(train), hp)
+        sched = make_scheduler(opt, hp, per_epoch * hp.epochs, per_epoch * hp.warmup_epochs)
+        return cls(model, loss_fn, opt, sched, torch.Generator().manual_seed(hp.seed), per_epoch, hp, device,
+                   train.labels.to(device), caches, live)
+
+    def step(self, idx: Tensor, flips: Tensor, images: Tensor, epoch: int) -> tuple[float, dict[str, float]]:
+        """One optimiser step on a batch; (the loss, its logged parts)."""
+        device, hp = self.device, self.hp
+        # uint8 to the device first (pinned when streamed on CUDA), flipped there
+        idx_dev, flips_dev = idx.to(device), flips.to(device)
+        x = to_input(flip_batch(images.to(device, non_blocking=True), flips_dev), device, memory_format(device, hp))
+        with autocast(device, hp):
+            z, logits = self.model(x)
+        student = Outputs(logits=logits.float(), features=z.float())
+        if self.live:
+            teacher_out = [teacher_forward(t, x, device, hp) for t in self.live]
+        else:
+            teacher_out = [c.lookup(idx_dev, flips_dev) for c in self.caches]
+        loss, parts = self.loss_fn(student, teacher_out, self.labels[idx_dev], idx_dev)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
+                                   f"lower lr ({hp.lr}), or check {hp.method}'s options {hp.options}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.item(), parts
+
+    def state(self, epoch: int) -> dict:
+        """The resumable state after `epoch`; a deep copy: later steps must not change it."""
+        return copy.deepcopy({
+            "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "loss": {k: v.detach().cpu() for k, v in self.loss_fn.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.gen.get_state(),  # batches and flips
+            **rng_state(self.device),  # torch_rng, numpy_rng, python_rng (+ cuda_rng)
+        })
+
+    def restore(self, state: dict) -> int:
+        """Load a `state`; the epoch to continue from."""
+        self.model.load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        set_rng_state(state, self.device)  # keys missing from older checkpoints are skipped
+        return int(state["epoch"]) + 1
 
 
 def _plan_epoch(n: int, hp: HParams, steps: int, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:

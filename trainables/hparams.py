@@ -1,27 +1,38 @@
 """One trial's hyperparameters, converted once from a plain dict (Ray config, YAML, Optuna).
 
-`HParams.from_dict(config)` rejects unknown keys and impossible values with a
-message naming the key; after that the code reads `hp.tau`, never `config["tau"]`.
-Defaults are the paper's (tau 0.05, lambda 0.1, batch 24, K 32).
+`HParams.from_dict(config)` takes the flat keys of a trial: the ones every method has
+(optimiser, schedule, batch, epochs, lambda, ...) and the keys of `method`'s own options
+(e.g. CKD's `tau`, `k`; the registered method's `options` dataclass), and rejects
+anything else, and impossible values, with a message naming the key. After that the
+code reads `hp.lr` and `hp.options.tau`, never `config["tau"]`; `to_dict()` gives back
+the common keys plus this method's options only (what a run logs as params).
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Mapping
 
 from trainables.errors import ConfigError
 
-METHODS = ("vt", "kd", "rkd", "ckd")
-Z_MODES = ("first_batch", "none", "running")
-NEGATIVES = ("opposite_class", "instance")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 
 
+def _baseline() -> str:
+    from trainables.losses.registry import baseline_method
+    return baseline_method()
+
+
+def options_class(method: str, where: str = "hyperparameters") -> type:
+    """The registered options dataclass of `method` (ConfigError naming the known methods)."""
+    from trainables.losses.registry import get_method
+    return get_method(method, where).options
+
+
 @dataclass(frozen=True)
 class HParams:
-    method: str = "vt"
+    method: str = field(default_factory=_baseline)  # the baseline (vanilla training) unless given
     epochs: int = 10
     min_steps: int = 0  # total steps at least this: tiny subsets get enough updates
     batch_size: int = 24  # paper
@@ -31,66 +42,93 @@ class HParams:
     schedule: str = "cosine"  # teachers trained with a constant lr were too weak (FACTS.md)
     warmup_epochs: int = 0
     lam: float = 0.1  # weight of the distillation term; paper's lambda for CKD
-    tau: float = 0.05  # paper
-    k: int = 32  # paper; 10 with 10 images
-    embed_dim: int = 128  # CRD's common space
-    z_mode: str = "first_batch"  # CRD's normaliser; "none" = paper's Eq. 7 literally
-    negatives: str = "opposite_class"  # paper, and CRD's script for two classes; "instance": any other image
-    symmetric: bool = False  # add CRD's student-anchor term against a teacher bank
-    momentum: float = 0.5  # memory-bank momentum (CRD)
-    kd_t: float = 4.0  # Hinton temperature
-    rkd_distance_w: float = 25.0
-    rkd_angle_w: float = 50.0
     flip: bool = True  # horizontal-flip augmentation
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA; no-op on CPU
     channels_last: bool = True  # CUDA only
+    options: Any = None  # the method's own options (its registered dataclass); defaults when None
+
+    def __post_init__(self):
+        if self.options is None:
+            object.__setattr__(self, "options", options_class(self.method)())
+
+    @staticmethod
+    def common_keys() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(HParams) if f.name != "options")
+
+    @staticmethod
+    def keys(method: str) -> tuple[str, ...]:
+        """Every flat key a trial of `method` takes."""
+        return HParams.common_keys() + tuple(f.name for f in fields(options_class(method)))
+
+    @staticmethod
+    def subset(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+        """The entries of `config` that a trial of `method` takes (others' options dropped)."""
+        keys = set(HParams.keys(method))
+        return {k: v for k, v in config.items() if k in keys}
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], *, where: str = "hyperparameters") -> "HParams":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(config) - set(known))
+        method = config.get("method", _baseline())
+        if not isinstance(method, str):
+            raise ConfigError(f"{where}: method={method!r} is not a valid str")
+        opt_cls = options_class(method, where)
+        common = {f.name: f for f in fields(cls) if f.name != "options"}
+        own = {f.name: f for f in fields(opt_cls)}
+        unknown = sorted(set(config) - set(common) - set(own))
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}"
+                f"{where}: unknown key(s) {unknown} for method {method!r}; known keys are "
+                f"{sorted({*common, *own})}"
             )
-        values = {}
-        for name, value in config.items():
-            values[name] = _cast(name, value, type(getattr(cls(), name)), where)
-        hp = cls(**values)
+        defaults, opt_defaults = cls(method=method), opt_cls()
+        values = {k: _cast(k, v, type(getattr(defaults, k)), where) for k, v in config.items() if k in common}
+        opts = {k: _cast(k, v, type(getattr(opt_defaults, k)), where) for k, v in config.items() if k in own}
+        hp = cls(**values, options=opt_cls(**opts))
         hp.validate(where)
         return hp
 
     def replace(self, **changes: Any) -> "HParams":
-        return HParams.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes`; changing the method drops the old method's options."""
+        base = self.to_dict()
+        if changes.get("method", self.method) != self.method:
+            base = {k: v for k, v in base.items() if k in self.common_keys()}
+        return HParams.from_dict({**base, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat keys: the common ones and this method's options (no other method's)."""
+        out = {k: getattr(self, k) for k in self.common_keys()}
+        out.update(dataclasses.asdict(self.options))
+        return out
 
     def validate(self, where: str = "hyperparameters") -> None:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
+        check(self, where, choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES},
+              positive=("epochs", "batch_size", "lr"),
+              non_negative=("lam", "weight_decay", "min_steps", "warmup_epochs"))
+        validate = getattr(self.options, "validate", None)
+        if validate is not None:
+            validate(where)
 
-        for key, allowed in (
-            ("method", METHODS),
-            ("z_mode", Z_MODES),
-            ("negatives", NEGATIVES),
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-        ):
-            if getattr(self, key) not in allowed:
-                raise bad(key, f"is not one of {list(allowed)}")
-        for key in ("epochs", "batch_size", "k", "embed_dim"):
-            if getattr(self, key) <= 0:
-                raise bad(key, "must be > 0")
-        for key in ("lr", "tau", "kd_t"):
-            if not getattr(self, key) > 0:
-                raise bad(key, "must be > 0")
-        for key in ("lam", "weight_decay", "rkd_distance_w", "rkd_angle_w", "min_steps", "warmup_epochs"):
-            if getattr(self, key) < 0:
-                raise bad(key, "must be >= 0")
-        if not 0.0 <= self.momentum < 1.0:
-            raise bad("momentum", "must be in [0, 1)")
+
+def check(obj: Any, where: str, *, choices: Mapping[str, Iterable] = {}, positive: Iterable[str] = (),
+          non_negative: Iterable[str] = (), unit: Iterable[str] = ()) -> None:
+    """Raise ConfigError naming the first field of `obj` out of its range: one of `choices`,
+    > 0, >= 0, or in [0, 1) (`unit`). Options dataclasses call it from their `validate`."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}={getattr(obj, key)!r} {why}")
+
+    for key, allowed in choices.items():
+        if getattr(obj, key) not in tuple(allowed):
+            raise bad(key, f"is not one of {list(allowed)}")
+    for key in positive:
+        if not getattr(obj, key) > 0:
+            raise bad(key, "must be > 0")
+    for key in non_negative:
+        if getattr(obj, key) < 0:
+            raise bad(key, "must be >= 0")
+    for key in unit:
+        if not 0.0 <= getattr(obj, key) < 1.0:
+            raise bad(key, "must be in [0, 1)")
 
 
 def _cast(name: str, value: Any, kind: type, where: str) -> Any:

@@ -13,13 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from trainables.errors import ConfigError, UserError
+from trainables.model_names import ALIASES
 
-# The paper's families; the variant is our choice (paper.md leaves it open).
-ALIASES = {
-    "xception": "legacy_xception",
-    "efficientnet": "efficientnet_b0",
-    "mobilenet": "mobilenetv3_large_100",
-}
 NUM_CLASSES = 2  # real = 0, fake = 1
 
 

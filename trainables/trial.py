@@ -24,6 +24,7 @@ from trainables.engine import (
 )
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
+from trainables.losses import needs_teachers
 from trainables.models import Detector, create_model
 from trainables.teacher_cache import TeacherStore, make_key
 
@@ -31,6 +32,19 @@ ROLES = ("teacher", "student")
 STREAM_MODES = (True, False, "auto")  # TrialSpec.stream / a study's data.stream
 # stream="auto" streams a teacher's split when it would take more than this decoded (uint8)
 STREAM_ABOVE_BYTES = 2 * 1024**3
+
+
+HOW = {"how": True}  # TrialSpec field metadata: how a trial runs, not what it trains
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, TeacherRef):
+        return {"arch": value.arch, "checkpoint": value.checkpoint}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -52,10 +66,26 @@ class TrialSpec:
     max_eval_per_class: int | None = None  # cap the val set per class (sweeps); test: always the whole split
     eval_seed: int = 0  # the study's fixed seed for a capped evaluation set; never the training seed
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
-    device: str = "auto"
-    cache_dir: str | None = None  # teachers' outputs shared by the study's trials (teacher_cache.py)
-    stream: bool | str = False  # a teacher's full split decoded from disk each epoch (data/stream.py); or "auto"
-    loader_workers: int = 2  # DataLoader worker processes when streaming
+    # where and how, not what (left out of `identity`): the same numbers either way
+    device: str = field(default="auto", metadata=HOW)
+    cache_dir: str | None = field(default=None, metadata=HOW)  # teachers' outputs shared by the study (teacher_cache.py)
+    stream: bool | str = field(default=False, metadata=HOW)  # a teacher's split decoded batch by batch; or "auto"
+    loader_workers: int = field(default=2, metadata=HOW)  # DataLoader worker processes when streaming
+
+    def identity(self) -> dict[str, Any]:
+        """What is trained and scored: the fields not marked HOW, those left at their default
+        omitted (so a new field with a default keeps the identity of earlier trials)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("how") or value == f.default:
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for Ray's config and MLflow's trial.yaml; `from_dict` reads it back."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "TrialSpec":
@@ -176,7 +206,8 @@ def teacher_outputs(spec: TrialSpec, hp: HParams, frame: pd.DataFrame, train: Im
 def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = None,
               resume: dict | None = None) -> TrialOutcome:
     """Train one model as `spec` says and evaluate it on the requested splits."""
-    if spec.role == "student" and hp.method != "vt" and not spec.teachers:
+    distils = spec.role == "student" and needs_teachers(hp.method)
+    if distils and not spec.teachers:
         raise ConfigError(f"method {hp.method!r} needs at least one teacher checkpoint")
     index = dataset_index(spec.data)
     frame = training_frame(spec, index)
@@ -194,7 +225,7 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
     caches = None
-    if spec.role == "student" and hp.method != "vt":
+    if distils:
         caches = teacher_outputs(spec, hp, frame, train, device)
     result = train_student(model, [], train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
                            teacher_caches=caches)

@@ -19,6 +19,7 @@ import torch
 from ray import tune
 
 from trainables.hparams import HParams
+from trainables.record import RunTags
 from trainables.trial import TrialSpec, run_trial
 
 STATE_FILE = "state.pt"
@@ -37,12 +38,14 @@ class InjectedFault(RuntimeError):
     pass
 
 
-def split_config(config: dict[str, Any]) -> tuple[TrialSpec, HParams, dict[str, str]]:
-    """A trial config is {"cell": {spec, hparams, tags}} plus searched hyperparameters at top level."""
+def split_config(config: dict[str, Any]) -> tuple[TrialSpec, HParams, RunTags]:
+    """A trial config is {"cell": `study.plan.Cell.config()`} plus the searched hyperparameters
+    at top level (a sweep), which go on top of the cell's."""
     cell = config["cell"]
     searched = {k: v for k, v in config.items() if k != "cell"}
-    hp = HParams.from_dict({**cell["hparams"], **searched}, where=f"trial {cell['tags'].get('cell', '')}")
-    return TrialSpec.from_dict(cell["spec"]), hp, dict(cell["tags"])
+    tags = RunTags.from_mlflow(cell["tags"])
+    hp = HParams.from_dict({**cell["hparams"], **searched}, where=f"trial {tags.cell}")
+    return TrialSpec.from_dict(cell["spec"]), hp, tags
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:

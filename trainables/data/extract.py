@@ -348,7 +348,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     if hasattr(pool, "terminate_workers"):  # Python >= 3.14; it also shuts the pool down
         pool.terminate_workers()
         return
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
+    # Python < 3.14 has no public way to kill a ProcessPoolExecutor's workers (shutdown waits for
+    # the running tasks, cancel_futures only drops queued ones): its private `_processes` is the
+    # one handle on them, read before shutdown clears it
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     for proc in procs:
         proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)

@@ -101,6 +101,10 @@ class BatchStream:
         return iter(self.loader)
 
     def close(self) -> None:
+        """Stop the persistent worker processes now. torch has no public call for it: a
+        DataLoader with persistent_workers keeps its iterator (and the workers) in the private
+        `_iterator` until the loader is garbage-collected, which may be much later (a reference
+        in a traceback, a cycle); the tests check that the workers are gone after training."""
         it = getattr(self.loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()

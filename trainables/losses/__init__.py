@@ -1,21 +1,35 @@
 """Losses of the student: task cross-entropy plus one distillation term per teacher.
 
-`build_loss(hp, ctx)` is the only constructor the engine needs; each method is
-one file here, registered by name in `LOSSES` when its module is imported below.
+`build_loss(hp, ctx)` is the only constructor the engine needs. Each method is one
+module here that registers its term with `@register_loss`; every module of this
+package is imported below, so adding a method edits no other file.
 """
-from trainables.losses import ce, ckd, kd, rkd  # noqa: F401  (importing registers the methods)
+import importlib
+import pkgutil
+
 from trainables.losses.base import DistillTerm, LossContext, Outputs
-from trainables.losses.ckd import contrastive_nce_loss
-from trainables.losses.ensemble import StudentLoss
-from trainables.losses.registry import LOSSES, build_loss, register_loss
+from trainables.losses.registry import (
+    LOSSES, NoOptions, baseline_method, build_loss, get_method, method_names, needs_teachers, register_loss,
+)
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")  # registers the method it defines, if any
+
+from trainables.losses.ckd import contrastive_nce_loss  # noqa: E402
+from trainables.losses.ensemble import StudentLoss  # noqa: E402
 
 __all__ = [
     "LOSSES",
     "DistillTerm",
     "LossContext",
+    "NoOptions",
     "Outputs",
     "StudentLoss",
+    "baseline_method",
     "build_loss",
     "contrastive_nce_loss",
+    "get_method",
+    "method_names",
+    "needs_teachers",
     "register_loss",
 ]

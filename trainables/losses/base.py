@@ -45,11 +45,14 @@ class DistillTerm(nn.Module):
     """
 
     name: ClassVar[str] = ""  # set by register_loss
-    needs_teachers: ClassVar[bool] = True  # False only for vt (no distillation term)
+    options: ClassVar[type] = type(None)  # the method's own hyperparameters (set by register_loss)
+    baseline: ClassVar[bool] = False  # set by register_loss: the method the others are compared against
+    needs_teachers: ClassVar[bool] = True  # False: no distillation term (the baseline)
 
     def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
         super().__init__()
         self.hp = hp
+        self.opt = hp.options  # this method's options: an instance of `options`
         self.student_dim = student_dim
         self.teacher_dim = teacher_dim
 

@@ -15,7 +15,7 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
-@register_loss("vt")
+@register_loss("vt", baseline=True)
 class VanillaTraining(DistillTerm):
     """Vanilla training: no teacher, no distillation term (StudentLoss builds none)."""
 

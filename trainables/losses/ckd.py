@@ -12,9 +12,9 @@ embeddings read (detached) from a memory bank indexed by dataset position; the
 bank is refreshed with momentum after the loss is computed. The K indices
 (`sample_negatives`) are drawn on the device of the batch indices (the CUDA RNG
 on a GPU), without replacement when the pool holds at least K, else with:
-  hp.negatives = "opposite_class": uniformly from the images whose label differs
+  negatives = "opposite_class": uniformly from the images whose label differs
     from the anchor's (the paper's reading);
-  hp.negatives = "instance": uniformly from all M - 1 other images, any label
+  negatives = "instance": uniformly from all M - 1 other images, any label
     (the anchor's own index excluded).
 
 How this differs from CRD's code (RepDistiller):
@@ -34,12 +34,12 @@ log h and log(1 - h) are computed in log space (logaddexp): with
 x = a.b/tau - log Z and c = log(K/M), log h = x - logaddexp(x, c) and
 log(1 - h) = c - logaddexp(x, c), finite for any tau in [0.01, 1].
 
-Z (hp.z_mode): "none" -> Z = 1 (Eq. 7 read literally); "first_batch" -> fixed on
+Z (z_mode): "none" -> Z = 1 (Eq. 7 read literally); "first_batch" -> fixed on
 the first training batch at mean(exp(x)) * M, CRD's choice; "running" -> the
 running mean of that estimate (momentum 0.9), kept in log space. Z lives in a
 buffer, so it is checkpointed with the banks.
 
-hp.symmetric adds CRD's second term: student anchor g^S(z_s) against a bank of
+symmetric adds CRD's second term: student anchor g^S(z_s) against a bank of
 teacher embeddings g^T(z_t), with the same negative indices and its own Z, so
 the student also gets gradient from negatives. Its positive is again live, the
 teacher embedding g^T(z_t) of the batch (CRD: the teacher bank's row, detached).
@@ -47,17 +47,37 @@ teacher embedding g^T(z_t) of the batch (CRD: the teacher bank's row, detached).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.errors import ConfigError
-from trainables.hparams import HParams
+from trainables.hparams import HParams, check
 from trainables.losses.base import DistillTerm, LossContext, Outputs
 from trainables.losses.registry import register_loss
 
 RUNNING_Z_MOMENTUM = 0.9
+Z_MODES = ("first_batch", "none", "running")
+NEGATIVES = ("opposite_class", "instance")
+
+
+@dataclass(frozen=True)
+class CKDOptions:
+    """CKD's own hyperparameters (the paper's tau and K; CRD's 128-d space and momentum)."""
+
+    tau: float = 0.05  # paper
+    k: int = 32  # paper; 10 with 10 images
+    embed_dim: int = 128  # CRD's common space
+    z_mode: str = "first_batch"  # CRD's normaliser; "none" = paper's Eq. 7 literally
+    negatives: str = "opposite_class"  # paper, and CRD's script for two classes; "instance": any other image
+    symmetric: bool = False  # add CRD's student-anchor term against a teacher bank
+    momentum: float = 0.5  # memory-bank momentum (CRD)
+
+    def validate(self, where: str) -> None:
+        check(self, where, choices={"z_mode": Z_MODES, "negatives": NEGATIVES},
+              positive=("tau", "k", "embed_dim"), unit=("momentum",))
 
 
 def nce_scores(anchor: Tensor, positive: Tensor, negatives: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -129,19 +149,19 @@ class MemoryBank(nn.Module):
         return new
 
 
-@register_loss("ckd")
+@register_loss("ckd", options=CKDOptions)
 class CKD(DistillTerm):
     """Contrastive KD for one teacher: its projection heads, student bank (and teacher bank if symmetric)."""
 
     def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
         super().__init__(hp, student_dim, teacher_dim, ctx)
         self.num_data = ctx.num_data
-        self.embed_t = nn.Linear(teacher_dim, hp.embed_dim)  # g^T
-        self.embed_s = nn.Linear(student_dim, hp.embed_dim)  # g^S
-        self.student_bank = MemoryBank(self.num_data, hp.embed_dim)
-        self.teacher_bank = MemoryBank(self.num_data, hp.embed_dim) if hp.symmetric else None
+        self.embed_t = nn.Linear(teacher_dim, self.opt.embed_dim)  # g^T
+        self.embed_s = nn.Linear(student_dim, self.opt.embed_dim)  # g^S
+        self.student_bank = MemoryBank(self.num_data, self.opt.embed_dim)
+        self.teacher_bank = MemoryBank(self.num_data, self.opt.embed_dim) if self.opt.symmetric else None
         self._pool_names: dict[int, str] = {}
-        if hp.negatives == "opposite_class":
+        if self.opt.negatives == "opposite_class":
             self._build_pools(ctx.train_labels)
         elif self.num_data < 2:
             raise ConfigError(f"negatives='instance' needs at least 2 training images, got {self.num_data}")
@@ -166,8 +186,8 @@ class CKD(DistillTerm):
         """(B, K) dataset indices of negatives, drawn on `index`'s device: without replacement
         when enough exist, else with. "instance": uniform over every index but the anchor's;
         "opposite_class": uniform over the indices whose label differs from the anchor's."""
-        k = self.hp.k
-        if self.hp.negatives == "instance":
+        k = self.opt.k
+        if self.opt.negatives == "instance":
             others = self.num_data - 1  # any index but the anchor's own
             j = _draw(others, index.shape[0], k, index.device)  # (B, K) in [0, M-1)
             return j + (j >= index.unsqueeze(1)).long()  # skip the anchor's index
@@ -196,18 +216,18 @@ class CKD(DistillTerm):
             if self.teacher_bank is not None:
                 loss = loss + self._contrast(self.teacher_bank, v_s, v_t, neg_idx)
             if self.training:  # refresh the banks after scoring
-                self.student_bank.push(index, v_s, self.hp.momentum)
+                self.student_bank.push(index, v_s, self.opt.momentum)
                 if self.teacher_bank is not None:
-                    self.teacher_bank.push(index, v_t, self.hp.momentum)
+                    self.teacher_bank.push(index, v_t, self.opt.momentum)
         return loss
 
     def _contrast(self, bank: MemoryBank, anchor: Tensor, positive: Tensor, neg_idx: Tensor) -> Tensor:
         # `positive` is the live embedding of the other model (Eq. 7); CRD reads it from the bank
         negatives = bank.bank[neg_idx]  # (B, K, E), a detached copy
         with torch.no_grad():
-            x_pos, x_neg = nce_scores(anchor, positive, negatives, self.hp.tau)
-        log_z = bank.normaliser(x_pos, x_neg, self.num_data, self.hp.z_mode, update=self.training)
-        return contrastive_nce_loss(anchor, positive, negatives, self.hp.tau, self.num_data, log_z)
+            x_pos, x_neg = nce_scores(anchor, positive, negatives, self.opt.tau)
+        log_z = bank.normaliser(x_pos, x_neg, self.num_data, self.opt.z_mode, update=self.training)
+        return contrastive_nce_loss(anchor, positive, negatives, self.opt.tau, self.num_data, log_z)
 
 
 def _draw(population: int, rows: int, k: int, device: torch.device) -> Tensor:

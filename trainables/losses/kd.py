@@ -2,15 +2,26 @@
 (2015), Sec. 2: match the teacher's temperature-softened class probabilities,
 scaled by T^2 so gradients keep their size when T changes:
 
-    L_kd = T^2 * KL( softmax(t / T) || softmax(s / T) ),  batch mean, T = hp.kd_t.
+    L_kd = T^2 * KL( softmax(t / T) || softmax(s / T) ),  batch mean, T = kd_t.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.hparams import check
 from trainables.losses.base import DistillTerm, Outputs
 from trainables.losses.registry import register_loss
+
+
+@dataclass(frozen=True)
+class KDOptions:
+    kd_t: float = 4.0  # Hinton's temperature T
+
+    def validate(self, where: str) -> None:
+        check(self, where, positive=("kd_t",))
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -21,9 +32,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature * temperature
 
 
-@register_loss("kd")
+@register_loss("kd", options=KDOptions)
 class KD(DistillTerm):
     """Hinton KD on the logits (features unused)."""
 
     def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
-        return kd_loss(student.logits, teacher.logits.detach(), self.hp.kd_t)
+        return kd_loss(student.logits, teacher.logits.detach(), self.opt.kd_t)

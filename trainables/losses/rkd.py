@@ -8,7 +8,7 @@ Angle: psi_A(t_i, t_j, t_k) = <e_ji, e_ki>, the cos of the angle at t_i, with
 e_ji = (t_j - t_i) / ||t_j - t_i|| (0 when j = i);
 L_A = (1/B^3) sum over all i, j, k of Huber(psi_A(s_i, s_j, s_k) - psi_A(t_i, t_j, t_k)).
 Huber = smooth-L1 with delta 1 (the paper's l_delta).
-L_rkd = hp.rkd_distance_w * L_D + hp.rkd_angle_w * L_A (weights 25 and 50, as Park et al.).
+L_rkd = rkd_distance_w * L_D + rkd_angle_w * L_A (weights 25 and 50, as Park et al.).
 
 Averaging convention, that of the authors' code (lenscloth/RKD), RepDistiller,
 mdistiller and torchdistill: the means run over ALL B^2 distance entries and ALL B^3
@@ -24,10 +24,13 @@ still attached to the graph (the references give NaN for B = 1).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.hparams import check
 from trainables.losses.base import DistillTerm, Outputs
 from trainables.losses.registry import register_loss
 
@@ -79,12 +82,21 @@ def rkd_angle_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor
     return F.smooth_l1_loss(a_s, a_t, beta=1.0)
 
 
-@register_loss("rkd")
+@dataclass(frozen=True)
+class RKDOptions:
+    rkd_distance_w: float = 25.0  # Park et al.'s weights
+    rkd_angle_w: float = 50.0
+
+    def validate(self, where: str) -> None:
+        check(self, where, non_negative=("rkd_distance_w", "rkd_angle_w"))
+
+
+@register_loss("rkd", options=RKDOptions)
 class RKD(DistillTerm):
     """Relational KD on penultimate features: distance and angle terms, weighted."""
 
     def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
         t = teacher.features.detach()
-        return self.hp.rkd_distance_w * rkd_distance_loss(student.features, t) + (
-            self.hp.rkd_angle_w * rkd_angle_loss(student.features, t)
+        return self.opt.rkd_distance_w * rkd_distance_loss(student.features, t) + (
+            self.opt.rkd_angle_w * rkd_angle_loss(student.features, t)
         )
