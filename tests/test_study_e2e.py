@@ -69,11 +69,17 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     grid = kids[kids["tags.stage"] == "grid"]
     assert len(grid) == 8
     for col in ("metrics.test_acc", "metrics.test_auc", "metrics.test_eer", "metrics.test_ap",
-                "metrics.test_video_auc", "metrics.val_acc", "params.tau", "params.lam", "params.k",
-                "params.batch_size", "params.lr", "params.kd_t", "tags.study", "tags.method",
+                "metrics.test_video_auc", "metrics.val_acc", "params.lam",
+                "params.batch_size", "params.lr", "tags.study", "tags.method",
                 "tags.teachers", "tags.student", "tags.volume", "tags.seed", "tags.source",
                 "tags.config_hash"):
         assert grid[col].notna().all(), col
+    # a method's own options are logged for its runs only
+    own = {"ckd": ("params.tau", "params.k"), "kd": ("params.kd_t",), "rkd": ("params.rkd_angle_w",)}
+    for method, cols in own.items():
+        for col in cols:
+            assert grid.loc[grid["tags.method"] == method, col].notna().all(), (method, col)
+            assert grid.loc[grid["tags.method"] != method, col].isna().all(), (method, col)
     assert not any(c.startswith("metrics.config") or c.startswith("metrics.time_") for c in frame.columns)
     # the sweep's best CKD values reached the grid's CKD cells
     sweep = kids[kids["tags.stage"] == "sweep"]
@@ -111,7 +117,7 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     cfg2 = write_config(tmp_path / "s2.yaml", synthetic_root, "e2e-vt",
                         students={"pairs": ["r->test_efficientnet"], "methods": ["kd"], "volumes": [10],
                                   "seeds": [0], "hparams": {"epochs": 1}},
-                        sweep={}, ablations={})
+                        sweep={}, ablations={}, grid={"hparams": "paper"})
     second = study("run", str(cfg2), "--workdir", str(work))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "1 reused" in second.stdout

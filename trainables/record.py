@@ -45,7 +45,7 @@ class RunTags:
             value = getattr(self, f.name)
             if f.name == "volume":
                 out["volume"] = self.volume_label
-            elif value is not None and value != "":
+            elif value is not None:  # "" is written: a VT run's `teachers` is empty, not missing
                 out[f.name] = str(value)
         return out
 
