@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 from test_analysis_store import store  # noqa: F401  (fixture)
-from test_study_config import SHIPPED
+from test_study_config import SHIPPED, shipped_config
 
 from study.config import parse_config
 from study.plan import ablation_cells, grid_cells, sweep_cells, teacher_cells
@@ -40,10 +40,7 @@ def plan_everything(cfg):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_config_plans_every_stage_into_trial_specs(path, tmp_path):
-    raw = yaml.safe_load(path.read_text())
-    if raw["data"]["kind"] != "synthetic":  # real datasets are not here: point at an empty folder
-        raw["data"]["root"] = str(tmp_path)
-    cfg = parse_config(raw, str(path), tmp_path)
+    cfg = shipped_config(path, tmp_path)
     planned = plan_everything(cfg)
     assert planned
     stages = set()

@@ -38,12 +38,17 @@ def test_shipped_configs_are_the_expected_set():
                                           "celebdf_ensemble_table3", "ablation_k", "data_efficiency"}
 
 
+def shipped_config(path: Path, tmp_path: Path):
+    """A shipped config, parsed; real datasets are not here: their root is an empty folder."""
+    raw = yaml.safe_load(path.read_text())
+    if raw["data"]["kind"] != "synthetic":
+        raw["data"]["root"] = str(tmp_path)
+    return parse_config(raw, str(path), tmp_path)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_config_validates(path, tmp_path):
-    raw = yaml.safe_load(path.read_text())
-    if raw["data"]["kind"] != "synthetic":  # real datasets are not here: point at an empty folder
-        raw["data"]["root"] = str(tmp_path)
-    cfg = parse_config(raw, str(path), tmp_path)
+    cfg = shipped_config(path, tmp_path)
     assert cfg.name == path.stem
     assert teacher_cells(cfg) or not cfg.teachers
 
