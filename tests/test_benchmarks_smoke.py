@@ -99,3 +99,10 @@ def test_search_efficiency_grid_spans_the_space_with_as_many_points_as_trials():
     assert se.grid_points(dists, ["tau", "lam", "k"], 12) == {
         "tau": [0.02154, 0.1, 0.4642], "lam": [0.05623, 1.778], "k": [16, 64]}
     assert se.grid_points(dists, ["tau", "lam", "k"], 1)["k"] == [32]  # the centre choice
+
+
+@pytest.mark.slow
+def test_paper_scale_smoke():
+    result = run_script("paper_scale", "--smoke", timeout=300)
+    check(result, ["rss_growth_4x", "later_prep_fraction", "eval_ratio", "cache_gb", "trials_killed"])
+    assert result["cache_gb"] > 0 and result["trials_killed"] == 0

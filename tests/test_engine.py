@@ -156,3 +156,12 @@ def test_diverging_loss_raises_with_the_reason():
     model = create_model("test_resnet")
     with pytest.raises(TrainingDiverged, match="loss is"):
         train_student(model, [], train, None, HParams(epochs=2, batch_size=4, lr=1e12, optimizer="sgd"))
+
+
+def test_scoring_batches_hold_a_bounded_number_of_pixels_on_the_cpu():
+    from trainables.engine import eval_batch_size
+
+    cpu = torch.device("cpu")
+    assert eval_batch_size(cpu, 64) == 128 and eval_batch_size(cpu, 32) == 128
+    assert eval_batch_size(cpu, 299) == 8 and eval_batch_size(cpu, 128) == 32
+    assert eval_batch_size(torch.device("cuda"), 299) == 128  # device memory, not the host's

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.data.decoded import MappedImages
 from trainables.data.stream import BatchStream, FileSet
 from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
     IMAGENET_MEAN, IMAGENET_STD, autocast, configure_device, memory_format, pick_device, to_input,
@@ -43,6 +44,7 @@ class ImageSet:
     images: Tensor  # (N, 3, S, S) uint8
     labels: Tensor  # (N,) long, 0 = real, 1 = fake
     videos: Sequence[str] | None = None
+    mapped: MappedImages | None = None  # the cache file `images` is mapped from, if any
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -161,6 +163,23 @@ def image_batches(data: TrainData, index_batches: Sequence[Tensor], device: torc
     return once()
 
 
+def eval_batches(data: TrainData, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """uint8 batches of `data` in order, for one scoring pass. From memory: slices (pinned
+    on CUDA, so the copy to the device overlaps); from a mapped array, the pages a batch
+    was read from are then released, so a pass over a large split keeps the process's
+    resident memory at about one batch."""
+    if not isinstance(data, ImageSet):
+        order = [torch.arange(s, min(s + batch_size, len(data))) for s in range(0, len(data), batch_size)]
+        yield from image_batches(data, order, device)
+        return
+    for start in range(0, len(data), batch_size):
+        stop = min(start + batch_size, len(data))
+        batch = data.images[start:stop]
+        yield batch.pin_memory() if device.type == "cuda" else batch
+        if data.mapped is not None:  # the batch has been used (a released page reads back the same)
+            data.mapped.release(start, stop)
+
+
 def batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
     """`steps` index batches walking through fresh random permutations of range(n)."""
     batch_size = min(batch_size, n)
@@ -196,18 +215,33 @@ def make_scheduler(opt: torch.optim.Optimizer, hp: HParams, total_steps: int, wa
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+# images per scoring batch: on CUDA a fixed 128; on the CPU as many as hold 128 images of
+# 64 px (at 299 px: 8), so that a trial's host memory at paper scale is not the activations
+# of a batch (128 images of 299 px through even a tiny model take gigabytes, at no gain in
+# images/s on a CPU)
+EVAL_BATCH, EVAL_PIXELS_CPU = 128, 128 * 64 * 64
+
+
+def eval_batch_size(device: torch.device, image_size: int) -> int:
+    if device.type == "cuda":
+        return EVAL_BATCH
+    return max(8, min(EVAL_BATCH, EVAL_PIXELS_CPU // image_size ** 2))
+
+
 @torch.no_grad()
 def predict(model: Detector, data: TrainData, device: torch.device | str = "auto",
-            hp: HParams | None = None, batch_size: int = 128) -> np.ndarray:
-    """Fake probability of every image."""
+            hp: HParams | None = None, batch_size: int | None = None) -> np.ndarray:
+    """Fake probability of every image, scored `batch_size` at a time (default: `eval_batch_size`)."""
     device = pick_device(device)
     hp = hp or HParams()
+    if batch_size is None:
+        size = data.images.shape[-1] if isinstance(data, ImageSet) else data.size
+        batch_size = eval_batch_size(device, size)
     fmt = memory_format(device, hp)
     was_training = model.training
     model.eval()
     probs = []
-    order = [torch.arange(start, min(start + batch_size, len(data))) for start in range(0, len(data), batch_size)]
-    for images in image_batches(data, order, device):
+    for images in eval_batches(data, batch_size, device):
         with autocast(device, hp):
             _, logits = model(to_input(images, device, fmt))
         probs.append(F.softmax(logits.float(), dim=1)[:, 1].cpu())

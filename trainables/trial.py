@@ -8,6 +8,8 @@ trials when `spec.cache_dir` is set): a teacher model is built only when they ar
 from __future__ import annotations
 
 import functools
+import resource
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +17,8 @@ import pandas as pd
 import torch
 
 from trainables.data import read_index
+from trainables.data.decoded import DecodedStore
+from trainables.data.held import DEFAULT_BUDGET, HeldSets
 from trainables.data.images import load_images
 from trainables.data.stream import FileSet
 from trainables.data.subsets import balanced_split, balanced_subset, rows_digest, whole_split
@@ -71,6 +75,10 @@ class TrialSpec:
     cache_dir: str | None = field(default=None, metadata=HOW)  # teachers' outputs shared by the study (teacher_cache.py)
     stream: bool | str = field(default=False, metadata=HOW)  # a teacher's split decoded batch by batch; or "auto"
     loader_workers: int = field(default=2, metadata=HOW)  # DataLoader worker processes when streaming
+    # decoded images: mapped from uint8 array files in this folder (one copy per node, see
+    # data/decoded.py), or, when None, decoded into the process and kept up to memory_budget bytes
+    decode_dir: str | None = field(default=None, metadata=HOW)
+    memory_budget: int = field(default=DEFAULT_BUDGET, metadata=HOW)
 
     def identity(self) -> dict[str, Any]:
         """What is trained and scored: the fields not marked HOW, those left at their default
@@ -107,6 +115,8 @@ class TrialSpec:
             raise ConfigError(f"trial spec: stream={spec.stream!r} must be true, false or 'auto'")
         if spec.loader_workers < 0:
             raise ConfigError(f"trial spec: loader_workers={spec.loader_workers} must be >= 0")
+        if spec.memory_budget < 0:
+            raise ConfigError(f"trial spec: memory_budget={spec.memory_budget} must be >= 0 (bytes)")
         return spec
 
 
@@ -115,6 +125,9 @@ class TrialOutcome:
     result: TrainResult
     metrics: dict[str, float] = field(default_factory=dict)  # val_* and test_* of the final model
     tags: dict[str, str] = field(default_factory=dict)  # val_rows / test_rows: digests of the scored rows
+    # how it ran, not what it scored: sys_data_prep_s (index, subsets and mapped splits ready),
+    # sys_data_prep_start (unix time), sys_peak_rss_mb (the process's peak so far)
+    system: dict[str, float] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=4)
@@ -128,15 +141,25 @@ def dataset_index(data: Mapping[str, Any]) -> pd.DataFrame:
     return _index(json.dumps(dict(data), sort_keys=True))
 
 
-@functools.lru_cache(maxsize=16)
-def _images(paths: tuple[str, ...], size: int) -> torch.Tensor:
-    return load_images(list(paths), size)
+HELD = HeldSets()  # decoded sets kept by this process when a trial has no decode_dir
 
 
-def image_set(frame: pd.DataFrame, size: int) -> ImageSet:
-    """Decode a frame's images (kept in memory across trials of one worker)."""
-    images = _images(tuple(frame["path"]), size)
-    return ImageSet(images, torch.tensor(frame["label"].to_numpy(), dtype=torch.long), list(frame["video"]))
+@functools.lru_cache(maxsize=8)
+def decoded_store(folder: str) -> DecodedStore:
+    return DecodedStore(folder)
+
+
+def image_set(frame: pd.DataFrame, size: int, decode_dir: str | None = None,
+              memory_budget: int = DEFAULT_BUDGET) -> ImageSet:
+    """A frame's decoded images: mapped from `decode_dir` (decoded there first if missing), or
+    decoded into this process (kept across its trials up to `memory_budget` bytes)."""
+    paths = [str(p) for p in frame["path"]]
+    labels = torch.tensor(frame["label"].to_numpy(), dtype=torch.long)
+    if decode_dir is not None:
+        mapped = decoded_store(decode_dir).get(paths, size)
+        return ImageSet(mapped.images, labels, list(frame["video"]), mapped=mapped)
+    images = HELD.get((tuple(paths), size), lambda: load_images(paths, size), memory_budget)
+    return ImageSet(images, labels, list(frame["video"]))
 
 
 def file_set(frame: pd.DataFrame, size: int, workers: int) -> FileSet:
@@ -146,10 +169,17 @@ def file_set(frame: pd.DataFrame, size: int, workers: int) -> FileSet:
 
 
 def streams(spec: TrialSpec, num_images: int) -> bool:
-    """Whether a split of `num_images` is streamed from disk rather than decoded into memory."""
+    """Whether a split of `num_images` is streamed from disk rather than decoded into memory.
+    "auto" never streams with a decode_dir: the mapped array is read without decoding."""
     if spec.stream == "auto":
-        return num_images * 3 * spec.image_size ** 2 > STREAM_ABOVE_BYTES
+        return spec.decode_dir is None and num_images * 3 * spec.image_size ** 2 > STREAM_ABOVE_BYTES
     return bool(spec.stream)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return peak / 1024.0
 
 
 def training_frame(spec: TrialSpec, index: pd.DataFrame) -> pd.DataFrame:
@@ -209,18 +239,24 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     distils = spec.role == "student" and needs_teachers(hp.method)
     if distils and not spec.teachers:
         raise ConfigError(f"method {hp.method!r} needs at least one teacher checkpoint")
+    t_prep, prep_start = time.perf_counter(), time.time()
     index = dataset_index(spec.data)
     frame = training_frame(spec, index)
-    streamed = spec.role == "teacher" and streams(spec, len(frame))  # subsets always in memory
+    streamed = spec.role == "teacher" and streams(spec, len(frame))  # subsets never streamed
 
     def split_set(frame: pd.DataFrame):
-        return file_set(frame, spec.image_size, spec.loader_workers) if streamed else image_set(frame, spec.image_size)
+        if streamed:
+            return file_set(frame, spec.image_size, spec.loader_workers)
+        return image_set(frame, spec.image_size, spec.decode_dir, spec.memory_budget)
 
     train = split_set(frame)
     records: dict[str, pd.DataFrame] = {}
     for split in spec.eval_splits:
         records[split] = eval_frame(spec, index, split)
     val = split_set(records["val"]) if "val" in records else None
+    # mapped: ready now (decoded once per node); held in memory: decoded when scored, after training
+    test = split_set(records["test"]) if "test" in records and spec.decode_dir is not None else None
+    prep = {"sys_data_prep_s": time.perf_counter() - t_prep, "sys_data_prep_start": prep_start}
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
@@ -235,11 +271,11 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     elif val is not None:  # resumed after the last epoch: evaluate the restored model
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
     if "test" in records:
-        test = split_set(records["test"])
+        test = test if test is not None else split_set(records["test"])
         metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device, hp).items()})
     tags: dict[str, str] = {}
     for split, rows in records.items():
         counts, digest = eval_set_record(split, rows)
         metrics.update(counts)
         tags.update(digest)
-    return TrialOutcome(result, metrics, tags)
+    return TrialOutcome(result, metrics, tags, {**prep, "sys_peak_rss_mb": peak_rss_mb()})
