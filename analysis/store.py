@@ -8,11 +8,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Iterator
 
 from trainables.errors import UserError
+
+if TYPE_CHECKING:  # mlflow is imported where a store is opened: validating a config needs only default_uri
+    from mlflow.tracking import MlflowClient
 
 DB_NAME = "mlflow.db"
 
@@ -20,6 +21,15 @@ DB_NAME = "mlflow.db"
 def default_uri(workdir: str | Path = "runs") -> str:
     """`study run`'s default store: a SQLite file in the work folder."""
     return f"sqlite:///{Path(workdir).resolve() / DB_NAME}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: `artifacts/` beside the
+    database (MLflow's own default is `./mlruns` in whatever folder the driver runs from).
+    None for a server, which decides itself (`--artifacts-destination`)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def tracking_uri(workdir: str | Path | None = None, uri: str | None = None) -> str:
@@ -51,6 +61,8 @@ def open_existing(uri: str) -> MlflowClient:
         if not path.is_file():
             raise UserError(f"no MLflow store at {uri} ({path} does not exist): pass the --workdir "
                             "that `study run` used, or --tracking-uri")
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     check_reachable(client, uri)
     return client

@@ -5,21 +5,25 @@ paths resolve against the current directory; `{workdir}` expands to `--workdir`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from analysis.store import default_uri
 from search_spaces import SPACE_METHODS, SPACES, space_keys
-from study.config_reader import Reader, UniqueKeyLoader, existing_file, expand, model_name
+from study.config_reader import (
+    ABSENT, Reader, UniqueKeyLoader, apply_overrides, byte_count, config_diff, existing_file, expand, model_name,
+    models_checked_last, name_overrides, set_options,
+)
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
-from trainables.losses import baseline_method, method_names, needs_teachers
+from trainables.methods import baseline_method, method_names, needs_teachers  # torch-free
 
 READER_KINDS = ("folder", "ffpp", "celebdf", "deepfakebench", "synthetic")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -101,6 +105,7 @@ class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
     loader_workers: int = 2  # DataLoader processes decoding a streamed teacher split (0: in the trial)
+    memory: int | None = None  # bytes of RAM each trial reserves in Ray's scheduler (None: no reservation)
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,12 @@ class StudyConfig:
     # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
     stream: bool | str = "auto"
     eval_seed: int = 0  # draws capped evaluation sets (sweeps); the same for every trial of the study
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # where splits and subsets are decoded once per node and memory-mapped (trainables/data/decoded.py);
+    # None: each trial decodes into its own memory, keeping up to memory_budget bytes across trials
+    decode_cache: str | None = None
+    memory_budget: int = 512 * 1024**2
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the effective mapping (with overrides)
+    overrides: tuple[str, ...] = field(default=(), compare=False)  # the `--set KEY=VALUE`s applied to the file
 
     def teacher(self, name: str) -> TeacherConfig:
         return next(t for t in self.teachers if t.name == name)
@@ -163,7 +173,9 @@ def _hparams(r: Reader, name: str, methods: tuple[str, ...]) -> dict:
     return raw
 
 
-def load_config(path: str | Path, workdir: str | Path = "runs") -> StudyConfig:
+def load_config(path: str | Path, workdir: str | Path = "runs", overrides: Sequence[str] = ()) -> StudyConfig:
+    """The file's config with `overrides` (`students.seeds=[0,1,2]`: a dotted key, a YAML value)
+    set in its mapping, then validated; an error caused by an override names it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -171,17 +183,79 @@ def load_config(path: str | Path, workdir: str | Path = "runs") -> StudyConfig:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML (plain data only, no tags): {exc}") from None
-    return parse_config(raw, str(path), workdir)
+    overrides = tuple(overrides)
+    raw = apply_overrides(raw, overrides, SECTIONS)
+    try:
+        cfg = parse_config(raw, str(path), workdir)
+    except ConfigError as exc:
+        raise name_overrides(exc, overrides) from None
+    return dataclasses.replace(cfg, overrides=overrides)
+
+
+def recorded_text(cfg: StudyConfig) -> str:
+    """What the study's parent run records as its config: the file as written (comments and
+    all) when it is the whole config, else the effective mapping, overrides applied."""
+    path = Path(cfg.path)
+    if not cfg.overrides and path.is_file():
+        text = path.read_text()
+        try:
+            if yaml.load(text, Loader=UniqueKeyLoader) == cfg.raw:
+                return text
+        except yaml.YAMLError:
+            pass
+    head = f"# {cfg.path}" + (f" with {set_options(cfg.overrides)}" if cfg.overrides else "") + "\n"
+    return head + yaml.safe_dump(_plain(cfg.raw), sort_keys=False, allow_unicode=True)
+
+
+def _plain(obj: Any) -> Any:
+    """YAML-safe data: a config given as Python data (tests, benchmarks) may hold tuples."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj if obj is None or isinstance(obj, (str, int, float, bool)) else str(obj)
+
+
+def check_same_config(cfg: StudyConfig, recorded: Any, recorded_hash: str | None, run_id: str) -> None:
+    """--resume continues a study as it was started: its effective config (file and --set
+    overrides) must be the one parent run `run_id` recorded (`recorded`, the mapping; None when
+    unreadable, then the recorded `config_hash` tag decides). ConfigError listing every
+    difference, by dotted key, otherwise."""
+    if isinstance(recorded, Mapping):
+        diff = config_diff(recorded, _plain(cfg.raw))
+    elif recorded_hash is not None and recorded_hash != cfg.config_hash:
+        diff = [("(config hash)", recorded_hash, cfg.config_hash)]
+    else:
+        diff = []
+    if not diff:
+        return
+    shown = "\n".join(f"  {key}: {_shown(old)} -> {_shown(new)}" for key, old, new in diff)
+    raise ConfigError(
+        f"{cfg.path}: --resume continues study {cfg.name!r} with the config it was started with, but this "
+        f"one differs from what its parent run {run_id} recorded (recorded -> now):\n{shown}\n"
+        f"Resume with the same file and --set options, or start a new study (another name or --workdir).")
+
+
+def _shown(value: Any) -> str:
+    return value if value is ABSENT else repr(value)
 
 
 def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConfig:
+    """Validate a config mapping; every problem is one ConfigError naming the key. Model names
+    are looked up last: that alone needs timm (and torch), seconds to import."""
+    with models_checked_last():
+        return _parse_config(raw, file, workdir)
+
+
+def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
     workdir = Path(workdir).resolve()
     top = Reader(file, "", raw)
     top.check_keys(SECTIONS)
     name = top.get("name", str)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise top.error("name", name, "use letters, digits, '_', '.', '-' (it names folders and MLflow experiments)")
-    data, image_size, sources, stream, eval_seed = _data(top.sub("data"), file, workdir)
+    d = top.sub("data")
+    data, image_size, sources, stream, eval_seed = _data(d, file, workdir)
     teachers = _teachers(top, file, workdir)
     s = top.sub("students")
     students = _students(s, [t.name for t in teachers], workdir)
@@ -196,6 +270,7 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         storage = str(Path(expand(storage, workdir)).resolve())
     if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
         tracking = "sqlite:///" + expand(tracking.removeprefix("sqlite:///"), workdir)
+    decode_cache = _decode_cache(d, workdir, storage, name)
     paired = {n for p in students.pairs for n in p.teachers}
     unused = [t.name for t in teachers if t.name not in paired]
     if unused:
@@ -205,7 +280,26 @@ def parse_config(raw: Any, file: str, workdir: str | Path = "runs") -> StudyConf
         teachers=teachers, students=students, sweep=sweep, grid=grid, ablations=ablations,
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        stream=stream, eval_seed=eval_seed, raw=raw)
+        stream=stream, eval_seed=eval_seed, decode_cache=decode_cache,
+        memory_budget=byte_count(d, "memory_budget", 512 * 1024**2), raw=raw)
+
+
+# data keys that say how trials read the data, not which data (not passed to the reader)
+DATA_RUN_KEYS = ("image_size", "sources", "stream", "eval_seed", "decode_cache", "memory_budget")
+
+
+def _decode_cache(d: Reader, workdir: Path, storage: str, name: str) -> str | None:
+    """The folder each node decodes splits into: `data.decode_cache` (false: none, trials decode
+    into memory), by default beside the study's Ray storage, or, when that storage is remote
+    (s3://, gs://), a node-local folder under the user's home."""
+    value = d.mapping.get("decode_cache", "default")
+    if value is False or value is None:
+        return None
+    if value == "default":
+        return f"~/.cache/ckd-study/decoded/{name}" if "://" in storage else f"{storage}/{name}/decoded"
+    if not isinstance(value, str) or "://" in value:
+        raise d.error("data.decode_cache", value, "must be a local folder (each node has its own), or false")
+    return expand(value, workdir) if value.startswith("~") else str(Path(expand(value, workdir)).resolve())
 
 
 def _data(d: Reader, file: str, workdir: Path):
@@ -213,7 +307,7 @@ def _data(d: Reader, file: str, workdir: Path):
     kind = d.get("kind", str)
     if kind not in READER_KINDS:
         raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
-    data = {k: v for k, v in d.mapping.items() if k not in ("image_size", "sources", "stream", "eval_seed")}
+    data = {k: v for k, v in d.mapping.items() if k not in DATA_RUN_KEYS}
     eval_seed = d.get("eval_seed", int, 0)
     stream = d.mapping.get("stream", "auto")
     if stream not in (True, False, "auto"):  # trainables.trial.STREAM_MODES (importing it loads the engine)
@@ -344,9 +438,9 @@ def _ablations(a: Reader, students: StudentsConfig) -> AblationsConfig:
 
 
 def _resources(res: Reader) -> Resources:
-    res.check_keys({"cpu", "gpu", "loader_workers"})
+    res.check_keys({"cpu", "gpu", "loader_workers", "memory"})
     resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0),
-                          res.get("loader_workers", int, 2))
+                          res.get("loader_workers", int, 2), byte_count(res, "memory", None))
     if resources.loader_workers < 0:
         raise res.error("resources.loader_workers", resources.loader_workers, "must be >= 0 (0 decodes in the trial)")
     if resources.gpu < 0 or (resources.gpu > 1 and not float(resources.gpu).is_integer()):

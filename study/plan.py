@@ -14,7 +14,7 @@ from search_spaces import get_space, paper_values
 from study.config import Pair, StudyConfig, stable_hash
 from trainables.errors import UserError
 from trainables.hparams import HParams
-from trainables.losses import baseline_method, needs_teachers
+from trainables.methods import baseline_method, needs_teachers
 from trainables.record import RunTags
 from trainables.trial import TeacherRef, TrialSpec
 
@@ -56,7 +56,8 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
             if t.checkpoint is not None:
                 continue
             spec = TrialSpec(role="teacher", arch=t.arch, data=data, image_size=cfg.image_size, weights=t.weights,
-                             stream=cfg.stream, loader_workers=cfg.resources.loader_workers)
+                             stream=cfg.stream, loader_workers=cfg.resources.loader_workers,
+                             decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
             hp = {**t.hparams, "method": baseline_method()}
             tags = RunTags(stage="teachers", source=source, method=hp["method"], student=t.arch,
                            seed=int(hp.get("seed", 0)), volume=None, cell=f"{source}/{t.name}", teacher_name=t.name)
@@ -81,7 +82,8 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         teachers=refs, eval_splits=tuple(eval_splits), max_eval_per_class=max_eval_per_class,
         eval_seed=cfg.eval_seed, weights=cfg.students.weights.get(student),
         # teachers' outputs on this subset, computed once and shared by all trials of the study
-        cache_dir=None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache")
+        cache_dir=None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache",
+        decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
     # precedence: the paper's (or the sweep's) values < the user's students.hparams < what the
     # cell itself varies (an ablation's K, the method, the seed)
     hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **(forced or {}), "method": method, "seed": seed}

@@ -206,3 +206,51 @@ def test_teachers_stream_their_split_when_asked_and_the_choice_keeps_the_hash(tm
     raw["data"]["stream"] = "yes"
     with pytest.raises(ConfigError, match="data.stream='yes': must be true, false or auto"):
         parse_config(raw, "cfg.yaml", tmp_path)
+
+
+def test_splits_are_decoded_once_per_node_into_the_studys_storage_by_default(tmp_path):
+    cfg = parse_config(tiny(tmp_path / "d"), "cfg.yaml", tmp_path)
+    assert cfg.decode_cache == f"{cfg.storage_path}/t/decoded" and cfg.memory_budget == 512 * 2**20
+    teachers = {("synthetic", "r"): TeacherRef("test_resnet", "x.pt")}
+    chosen = {("ckd", 10): {"tau": 0.1}}
+    specs = [teacher_cells(cfg)[0].spec] + [c.spec for c in grid_cells(cfg, teachers, chosen)]
+    assert {s.decode_dir for s in specs} == {cfg.decode_cache}
+    remote = parse_config(tiny(tmp_path / "d", storage_path="s3://bucket/studies"), "cfg.yaml", tmp_path)
+    assert remote.decode_cache == "~/.cache/ckd-study/decoded/t"  # node-local when storage is remote
+    raw = tiny(tmp_path / "d")
+    raw["data"].update(decode_cache=False, memory_budget="1.5GB")
+    off = parse_config(raw, "cfg.yaml", tmp_path)
+    assert off.decode_cache is None and off.memory_budget == 1_500_000_000 and "decode_cache" not in off.data
+    raw["data"].update(decode_cache="{workdir}/dec", memory_budget=2**20)
+    assert parse_config(raw, "cfg.yaml", tmp_path).decode_cache == str((tmp_path / "dec").resolve())
+    # how trials read the pixels, not which: a cell's identity does not change
+    assert teacher_cells(off)[0].config_hash == teacher_cells(cfg)[0].config_hash
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("data.memory_budget", "lots", r"data.memory_budget='lots': must be a number of bytes"),
+    ("data.memory_budget", -5, r"data.memory_budget=-5"),
+    ("data.decode_cache", "s3://b/x", r"data.decode_cache='s3://b/x': must be a local folder"),
+    ("resources.memory", "2 parsecs", r"resources.memory='2 parsecs'"),
+])
+def test_byte_and_folder_settings_name_the_key(key, value, match, tmp_path):
+    raw = tiny(tmp_path / "d")
+    section, sub = key.split(".")
+    raw.setdefault(section, {})[sub] = value
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw, "cfg.yaml", tmp_path)
+
+
+def test_a_trials_memory_request_reaches_rays_scheduler(tmp_path):
+    from ray import tune
+
+    from study.runner import trial_resources
+    from trainables.tune import train_trial
+
+    cfg = parse_config(tiny(tmp_path / "d", resources={"cpu": 2, "memory": "3GiB"}), "cfg.yaml", tmp_path)
+    assert cfg.resources.memory == 3 * 2**30
+    resources = trial_resources(cfg.resources)
+    bundle = tune.with_resources(train_trial, resources)._resources.required_resources
+    assert bundle["memory"] == 3 * 2**30 and bundle["CPU"] == 2
+    unset = trial_resources(parse_config(tiny(tmp_path / "d"), "cfg.yaml", tmp_path).resources)
+    assert "memory" not in unset

@@ -2,7 +2,7 @@
 
 `HParams.from_dict(config)` takes the flat keys of a trial: the ones every method has
 (optimiser, schedule, batch, epochs, lambda, ...) and the keys of `method`'s own options
-(e.g. CKD's `tau`, `k`; the registered method's `options` dataclass), and rejects
+(e.g. CKD's `tau`, `k`; the method's `options` dataclass, in `trainables.methods`), and rejects
 anything else, and impossible values, with a message naming the key. After that the
 code reads `hp.lr` and `hp.options.tau`, never `config["tau"]`; `to_dict()` gives back
 the common keys plus this method's options only (what a run logs as params).
@@ -20,14 +20,14 @@ SCHEDULES = ("cosine", "constant")
 
 
 def _baseline() -> str:
-    from trainables.losses.registry import baseline_method
+    from trainables.methods import baseline_method  # torch-free (it imports `check` from here)
     return baseline_method()
 
 
 def options_class(method: str, where: str = "hyperparameters") -> type:
-    """The registered options dataclass of `method` (ConfigError naming the known methods)."""
-    from trainables.losses.registry import get_method
-    return get_method(method, where).options
+    """The declared options dataclass of `method` (ConfigError naming the known methods)."""
+    from trainables.methods import method_spec
+    return method_spec(method, where).options
 
 
 @dataclass(frozen=True)

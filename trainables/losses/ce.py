@@ -15,7 +15,7 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
-@register_loss("vt", baseline=True)
+@register_loss("vt")  # the baseline (trainables.methods)
 class VanillaTraining(DistillTerm):
     """Vanilla training: no teacher, no distillation term (StudentLoss builds none)."""
 

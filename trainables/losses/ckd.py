@@ -47,37 +47,17 @@ teacher embedding g^T(z_t) of the batch (CRD: the teacher bank's row, detached).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.errors import ConfigError
-from trainables.hparams import HParams, check
+from trainables.hparams import HParams
 from trainables.losses.base import DistillTerm, LossContext, Outputs
 from trainables.losses.registry import register_loss
 
 RUNNING_Z_MOMENTUM = 0.9
-Z_MODES = ("first_batch", "none", "running")
-NEGATIVES = ("opposite_class", "instance")
-
-
-@dataclass(frozen=True)
-class CKDOptions:
-    """CKD's own hyperparameters (the paper's tau and K; CRD's 128-d space and momentum)."""
-
-    tau: float = 0.05  # paper
-    k: int = 32  # paper; 10 with 10 images
-    embed_dim: int = 128  # CRD's common space
-    z_mode: str = "first_batch"  # CRD's normaliser; "none" = paper's Eq. 7 literally
-    negatives: str = "opposite_class"  # paper, and CRD's script for two classes; "instance": any other image
-    symmetric: bool = False  # add CRD's student-anchor term against a teacher bank
-    momentum: float = 0.5  # memory-bank momentum (CRD)
-
-    def validate(self, where: str) -> None:
-        check(self, where, choices={"z_mode": Z_MODES, "negatives": NEGATIVES},
-              positive=("tau", "k", "embed_dim"), unit=("momentum",))
 
 
 def nce_scores(anchor: Tensor, positive: Tensor, negatives: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -149,7 +129,9 @@ class MemoryBank(nn.Module):
         return new
 
 
-@register_loss("ckd", options=CKDOptions)
+# options: CKDOptions (tau, k, embed_dim, z_mode, negatives, symmetric, momentum), declared
+# torch-free with their defaults and reasons in trainables.methods
+@register_loss("ckd")
 class CKD(DistillTerm):
     """Contrastive KD for one teacher: its projection heads, student bank (and teacher bank if symmetric)."""
 

@@ -6,22 +6,11 @@ scaled by T^2 so gradients keep their size when T changes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.hparams import check
 from trainables.losses.base import DistillTerm, Outputs
 from trainables.losses.registry import register_loss
-
-
-@dataclass(frozen=True)
-class KDOptions:
-    kd_t: float = 4.0  # Hinton's temperature T
-
-    def validate(self, where: str) -> None:
-        check(self, where, positive=("kd_t",))
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -32,7 +21,7 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature * temperature
 
 
-@register_loss("kd", options=KDOptions)
+@register_loss("kd")  # options: KDOptions (kd_t, the temperature T) in trainables/methods/
 class KD(DistillTerm):
     """Hinton KD on the logits (features unused)."""
 

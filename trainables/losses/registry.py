@@ -1,83 +1,64 @@
-"""The method registry: a method is its distillation term, registered once by name.
+"""The loss registry: each method's distillation term, registered once by name.
 
-    @register_loss("kd", options=KDOptions)
+    @register_loss("kd")
     class KD(DistillTerm): ...
 
-The registered class is the method's one record on the training side: its term
-(`forward`), its own hyperparameters (`options`, a small frozen dataclass that
-`HParams` parses and logs for this method only), whether it needs teachers, and
-whether it is the baseline the others are compared against (VT, no teacher). Its
-paper defaults and search space(s) are registered beside it in `search_spaces/`.
-Every module of this package is imported (and so registered) by `trainables.losses`;
-`config`, `plan`, the engine and the trial ask this registry, never a method's name.
+The method itself (its own hyperparameters, whether it needs teachers, whether it is the
+baseline) is declared torch-free in `trainables.methods`, so that a study's config is
+validated without torch; `register_loss` attaches that record to the term (`cls.options`,
+`cls.baseline`, `cls.needs_teachers`). Every module of this package is imported (and so
+registered) by `trainables.losses`, which then checks that every declared method has a term.
+`config`, `plan`, the engine and the trial ask these registries, never a method's name.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from trainables.errors import ConfigError
+from trainables.methods import NoOptions, baseline_method, method_names, method_spec, needs_teachers
 
 if TYPE_CHECKING:
     from trainables.hparams import HParams
     from trainables.losses.base import DistillTerm, LossContext
     from trainables.losses.ensemble import StudentLoss
 
+__all__ = ["LOSSES", "NoOptions", "baseline_method", "build_loss", "check_complete", "get_method",
+           "method_names", "needs_teachers", "register_loss"]
+
 LOSSES: dict[str, type["DistillTerm"]] = {}
 
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class NoOptions:
-    """A method without hyperparameters of its own."""
-
-
-def register_loss(name: str, *, options: type = NoOptions, baseline: bool = False) -> Callable[[T], T]:
-    """Class decorator: make `cls` the distillation term (and record) of method `name`.
-    `options`: the method's own hyperparameters (a frozen dataclass with defaults);
-    `baseline`: the method without a teacher that every other is compared against."""
+def register_loss(name: str) -> Callable[[T], T]:
+    """Class decorator: make `cls` the distillation term of method `name` (declared in
+    `trainables.methods`, whose options and flags it takes)."""
 
     def add(cls: T) -> T:
+        spec = method_spec(name, where=f"register_loss({cls.__name__})")
         if name in LOSSES:
             raise ValueError(f"loss {name!r} registered twice ({LOSSES[name].__name__}, {cls.__name__})")
-        if not dataclasses.is_dataclass(options):
-            raise TypeError(f"options of method {name!r} must be a dataclass, got {options!r}")
-        if baseline and getattr(cls, "needs_teachers", True):
-            raise TypeError(f"the baseline method {name!r} must not need teachers (needs_teachers = False)")
-        if baseline and any(c.baseline for c in LOSSES.values()):
-            raise ValueError(f"a second baseline method {name!r}: there is one ({baseline_method()})")
-        cls.name, cls.options, cls.baseline = name, options, baseline
+        if bool(getattr(cls, "needs_teachers", True)) != spec.needs_teachers:
+            raise TypeError(f"{cls.__name__}.needs_teachers must be {spec.needs_teachers} "
+                            f"(method {name!r}{' is the baseline' if spec.baseline else ''})")
+        cls.name, cls.options, cls.baseline = name, spec.options, spec.baseline
         LOSSES[name] = cls
         return cls
 
     return add
 
 
-def _registered() -> dict[str, type["DistillTerm"]]:
-    import trainables.losses  # noqa: F401  (importing the package registers every method)
-    return LOSSES
-
-
-def method_names() -> tuple[str, ...]:
-    """Every registered method, the baseline first, then by name."""
-    return tuple(sorted(_registered(), key=lambda m: (not LOSSES[m].baseline, m)))
+def check_complete() -> None:
+    """Every declared method has a registered term (run once all of this package is imported)."""
+    missing = sorted(set(method_names()) - set(LOSSES))
+    if missing:
+        raise TypeError(f"methods {missing} are declared in trainables.methods but no loss registers them")
 
 
 def get_method(name: str, where: str = "hyperparameters") -> type["DistillTerm"]:
-    methods = _registered()
-    if name not in methods:
-        raise ConfigError(f"{where}: method={name!r} is not one of {list(method_names())}")
-    return methods[name]
-
-
-def baseline_method() -> str:
-    """The name of the method without teachers that the others are compared against."""
-    return next(name for name, cls in _registered().items() if cls.baseline)
-
-
-def needs_teachers(name: str) -> bool:
-    return bool(get_method(name).needs_teachers)
+    """The registered term of method `name` (ConfigError naming the known methods)."""
+    method_spec(name, where)
+    import trainables.losses  # noqa: F401  (importing the package registers every term)
+    return LOSSES[name]
 
 
 def build_loss(hp: "HParams", ctx: "LossContext") -> "StudentLoss":

@@ -24,13 +24,10 @@ still attached to the graph (the references give NaN for B = 1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.hparams import check
 from trainables.losses.base import DistillTerm, Outputs
 from trainables.losses.registry import register_loss
 
@@ -82,16 +79,7 @@ def rkd_angle_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor
     return F.smooth_l1_loss(a_s, a_t, beta=1.0)
 
 
-@dataclass(frozen=True)
-class RKDOptions:
-    rkd_distance_w: float = 25.0  # Park et al.'s weights
-    rkd_angle_w: float = 50.0
-
-    def validate(self, where: str) -> None:
-        check(self, where, non_negative=("rkd_distance_w", "rkd_angle_w"))
-
-
-@register_loss("rkd", options=RKDOptions)
+@register_loss("rkd")  # options: RKDOptions (rkd_distance_w, rkd_angle_w) in trainables/methods/
 class RKD(DistillTerm):
     """Relational KD on penultimate features: distance and angle terms, weighted."""
 
