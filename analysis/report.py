@@ -37,6 +37,7 @@ class Report:
     views: list[TableView]
     files: list[Path] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
+    registered: pd.DataFrame | None = None  # --register: one row per model version (analysis.registry)
 
     def write_csv(self, frame: pd.DataFrame, name: str) -> None:
         path = self.out / name
@@ -50,7 +51,7 @@ class Report:
 
 
 def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable[str] = FORMATS,
-                 curves: Iterable[str] = (), metric: str = "test_acc") -> Report:
+                 curves: Iterable[str] = (), metric: str = "test_acc", register: bool = False) -> Report:
     formats = tuple(formats)
     runs = load_study(uri, study)
     cells = build_cells(runs.runs, runs.parent.config_text if runs.parent else "")
@@ -58,6 +59,12 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     missing, not_run = missing_paper(cells, sources)
     rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells))
     rep.out.mkdir(parents=True, exist_ok=True)
+    if register:
+        from analysis.registry import candidates, register as register_models
+
+        rep.registered = register_models(uri, runs.experiment_id, candidates(runs.study, cells, runs.runs))
+        if "csv" in formats:
+            rep.write_csv(rep.registered, "registered.csv")
     if "csv" in formats:
         rep.write_csv(runs.runs, "runs.csv")
         rep.write_csv(teacher_table(runs.runs), "teachers.csv")
@@ -150,6 +157,7 @@ def markdown(rep: Report, metric: str) -> str:
         lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
     if not rep.figures:
         lines += ["No figure: the study has no ablation runs (and no grid VT runs) with test metrics.", ""]
+    lines += _registered_section(rep)
     lines += _reproduce(rep)
     if parent and parent.config_text:
         lines += ["## Study config (`study.yaml`, from the parent run)", "", "```yaml",
@@ -229,6 +237,23 @@ def _paper_section(rep: Report) -> list[str]:
     if rep.not_run:
         lines += [f"Paper blocks the study did not run: {', '.join(rep.not_run)}.", ""]
     return lines
+
+
+def _registered_section(rep: Report) -> list[str]:
+    if rep.registered is None:
+        return []
+    from analysis.registry import SELECT_BY
+
+    reg = rep.registered
+    rows = [[r.name, r.version or "–", r.run_id, str(r.seed), render.num(getattr(r, SELECT_BY)), r.status, r.note]
+            for r in reg.itertuples()]
+    return ["## Model Registry", "",
+            f"`--register`: per student cell of the tables, the seed with the highest {SELECT_BY} (never chosen "
+            "on test), its model version tagged with the cell's test metrics (mean and std over seeds). Load one "
+            "with `mlflow.pyfunc.load_model('models:/<name>/<version>')` or `study predict --model "
+            "models:/<name>/<version>`.", "",
+            render.md_rows(["name", "version", "run", "seed", SELECT_BY, "status", "note"], rows)
+            if rows else "No student cell to register.", ""]
 
 
 def _reproduce(rep: Report) -> list[str]:

@@ -35,38 +35,49 @@ def main() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Where MLflow's SQLite DB, Ray storage and generated data go.")
 @click.option("--address", default=None, help="An existing Ray cluster ('auto' on its head, or ray://host:port).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted study without re-running finished trials.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted study without re-running finished trials "
+                                                     "(the same config and --set options).")
 @click.option("--stage", type=click.Choice(["teachers", "sweep", "grid", "ablations"]), default=None,
               help="Run only this stage (earlier stages' results are read from MLflow).")
 @click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once.")
 @click.option("--retrain-teachers", is_flag=True,
               help="Train the teachers anew instead of reusing finished ones (e.g. from older code).")
-@click.option("--quiet", is_flag=True, help="Less of Ray Tune's progress output.")
+@click.option("--quiet", is_flag=True, help="No progress lines (only each stage's start and the summary).")
+@click.option("--verbose", is_flag=True, help="Ray Tune's own trial tables beside the progress lines.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value before validation: a dotted KEY into the YAML, a YAML VALUE "
+                   "(e.g. --set students.seeds=[0,1,2] --set data.root=/data/ffpp). Repeatable; "
+                   "--resume needs the same ones.")
 def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent, retrain_teachers: bool,
-        quiet: bool) -> None:
+        quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> None:
     """Run a study (default: the built-in quickstart on synthetic data)."""
     from study.config import load_config
+    from study.progress import resume_command
+
+    try:  # torch-free and fast: Ray, MLflow and torch are imported only for a valid config
+        path = shipped_config(config)
+        cfg = load_config(path, workdir, overrides)
+    except UserError as exc:
+        fail(exc)
     from study.runner import RunOptions, StudyInterrupted, StudyRunner
     from study.summary import print_summary
 
     try:
-        path = shipped_config(config)
-        cfg = load_config(path, workdir)
         runner = StudyRunner(cfg, RunOptions(workdir=workdir, address=address, resume=resume, stage=stage,
                                              max_concurrent=max_concurrent, retrain_teachers=retrain_teachers,
-                                             verbose=0 if quiet else 1),
+                                             verbose=0 if quiet else 2 if verbose else 1),
                              echo=click.echo)
         summary = runner.run()
     except UserError as exc:
         fail(exc)
     except (StudyInterrupted, KeyboardInterrupt):
         click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
-                   f"  study run {path} --resume --workdir {workdir}", err=True)
+                   f"  {resume_command(path, workdir, overrides, address)}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     print_summary(cfg, summary, workdir, click.echo)
     if summary.errors:
         click.echo(f"{summary.errors} trial(s) FAILED: their runs in MLflow hold the error "
-                   f"(tag 'error'); rerun them with --resume", err=True)
+                   f"(tag 'error'); rerun them with: {resume_command(path, workdir, overrides, address)}", err=True)
         sys.exit(EXIT_SOME_FAILED)
 
 
@@ -114,10 +125,14 @@ def synth(out: Path, num_images: int, size: int, seed: int) -> None:
 
 def _register() -> None:
     from study.data_cli import extract, sbi
+    from study.predict_cli import predict
     from study.report_cli import explain, report
+    from study.status import status
 
     main.add_command(report)
     main.add_command(explain)
+    main.add_command(predict)
+    main.add_command(status)
     data.add_command(extract)
     data.add_command(sbi)
 

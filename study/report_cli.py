@@ -31,19 +31,29 @@ uri_option = click.option("--tracking-uri", default=None, help="MLflow tracking 
 @click.option("--curves", multiple=True, metavar="RUN_ID",
               help="Also draw the training curves of this run (repeatable).")
 @click.option("--metric", default="test_acc", show_default=True, help="Metric of Fig. 2 and Fig. 4.")
-def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, curves, metric: str) -> None:
+@click.option("--register", is_flag=True,
+              help="Also register the best student of each table cell in the MLflow Model Registry as "
+                   "<study>-<source>-<student>-<method>-<volume>: the cell's seed with the highest validation "
+                   "accuracy (val_acc; never chosen on test), its version tagged with the cell's test metrics "
+                   "(mean and std over seeds). Again later: no duplicate version, tags updated.")
+def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, curves, metric: str,
+           register: bool) -> None:
     """Regenerate the paper's tables and figures from a study's MLflow runs, the paper beside them."""
     from analysis.report import build_report, parse_formats
     from analysis.runs import tracking_uri as resolve_uri
 
     try:
         rep = build_report(resolve_uri(workdir, tracking_uri), study_name, out, parse_formats(formats),
-                           curves=curves, metric=metric)
+                           curves=curves, metric=metric, register=register)
     except UserError as exc:
         fail(exc)
     n = len(rep.study.runs)
     click.echo(f"study {rep.study.study!r}: {n} trial run(s), {int((rep.cells['metric'] == 'acc').sum())} "
                f"table cell(s), {len(rep.missing)} paper cell(s) missing")
+    if rep.registered is not None:
+        for r in rep.registered.itertuples():
+            click.echo(f"  {r.status}: {r.name}" + (f" version {r.version}" if r.version else "")
+                       + f" (run {r.run_id}, seed {r.seed})" + (f": {r.note}" if r.note else ""))
     for path in rep.files:
         click.echo(f"  {path}")
     if (out / "report.md").is_file():

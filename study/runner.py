@@ -25,12 +25,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import space_keys
-from study.config import Resources, StudyConfig
+from study.config import Resources, StudyConfig, check_same_config, recorded_text
+from study.config_reader import set_options
 from study.plan import (
     STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
+from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
-from study.tuner import make_tuner, restored_tuner
+from study.tuner import ProgressCallback, make_tuner, ray_tables, restored_tuner
 from trainables.data.subsets import balanced_split
 from trainables.errors import UserError
 from trainables.hparams import HParams
@@ -42,6 +44,9 @@ from trainables.tune import MODEL_FILE
 
 # every checkpoint (num_to_keep=1) forces an experiment snapshot: cheap here, so no warning
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+RECORDED_CONFIG = "study.yaml"  # the parent run's artifact holding `config_text` (Tracking.start_parent)
 
 
 class StudyInterrupted(Exception):
@@ -56,7 +61,7 @@ class RunOptions:
     stage: str | None = None
     max_concurrent: int | None = None
     retrain_teachers: bool = False  # never reuse a finished teacher run (of any study)
-    verbose: int = 1
+    verbose: int = 1  # 0: quiet; 1: one progress line per stage; 2: also Ray Tune's tables
 
 
 @dataclass
@@ -155,8 +160,13 @@ def ray_session(address: str | None, verbose: int = 1):
 def trial_resources(res: Resources) -> dict[str, float]:
     """What each trial asks Ray for. A fractional `gpu` packs several trials on one GPU
     (Ray sets CUDA_VISIBLE_DEVICES; the trial's device "auto" then picks CUDA); `gpu: 0`
-    keeps a trial on the CPU even on a GPU node."""
-    return {"cpu": res.cpu, "gpu": res.gpu}
+    keeps a trial on the CPU even on a GPU node. `memory` (bytes) is reserved in Ray's
+    scheduler: a node runs only as many trials as its memory holds (Ray does not cap the
+    process at it; its memory monitor acts on the node's usage)."""
+    out = {"cpu": res.cpu, "gpu": res.gpu}
+    if res.memory is not None:
+        out["memory"] = res.memory
+    return out
 
 
 class StudyRunner:
@@ -174,7 +184,8 @@ class StudyRunner:
         if self.opts.address:
             check_address(self.opts.address)
         self.tracking.check_reachable()
-        exists = self.tracking.parent_run() is not None or Path(self.storage).exists()
+        parent = self.tracking.parent_run()
+        exists = parent is not None or Path(self.storage).exists()
         if exists and self.opts.retrain_teachers:
             raise UserError(
                 f"study {self.cfg.name!r} already has results, distilled from its current teachers: retrain "
@@ -182,17 +193,38 @@ class StudyRunner:
         if exists and not self.opts.resume and self.opts.stage is None:
             raise UserError(
                 f"study {self.cfg.name!r} already has results ({self.cfg.tracking_uri}, {self.storage}): "
-                f"continue it with `study run {self.cfg.path} --resume --workdir {self.opts.workdir}`, "
+                f"continue it with `study run {self.cfg.path} --resume --workdir {self.opts.workdir}"
+                f"{' ' + set_options(self.cfg.overrides) if self.cfg.overrides else ''}`, "
                 "or give it another name or --workdir")
+        if parent is not None and self.opts.resume:
+            self._check_same_config(parent)
         preflight(self.cfg)
+
+    def _check_same_config(self, parent) -> None:
+        """--resume continues the study as it was started: the effective config (file and --set
+        overrides) equals the one its parent run recorded (`RECORDED_CONFIG`, else its hash tag)."""
+        import yaml
+
+        from analysis.store import downloaded
+
+        recorded = None
+        try:
+            with downloaded(self.tracking.client, parent.info.run_id, RECORDED_CONFIG) as path:
+                recorded = yaml.safe_load(path.read_text())
+        except (FileNotFoundError, yaml.YAMLError):
+            pass  # a parent run without a readable config: its config_hash tag decides
+        check_same_config(self.cfg, recorded, parent.data.tags.get("config_hash"), parent.info.run_id)
 
     def run(self) -> StudySummary:
         self.check()
         stages = [self.opts.stage] if self.opts.stage else list(STAGES)
-        config_text = Path(self.cfg.path).read_text() if Path(self.cfg.path).is_file() else ""
+        config_text = recorded_text(self.cfg)  # the effective config: the file with its --set overrides
         with ray_session(self.opts.address, self.opts.verbose):
             self._parent = self.tracking.start_parent(self.cfg.config_hash, config_text, self.code)
             self.summary.parent_run_id = self._parent
+            resume = resume_command(Path(self.cfg.path).resolve(), Path(self.opts.workdir).resolve(),
+                                    self.cfg.overrides, self.opts.address)
+            record_driver(self.tracking.client, self._parent, resume=resume, metric=self.cfg.sweep.metric)
             status = "FAILED"
             try:
                 teachers = self.teachers(train="teachers" in stages)
@@ -234,6 +266,7 @@ class StudyRunner:
             raise UserError(f"teachers {missing} have no finished run yet: run `--stage teachers` first")
         stage = StageSummary("teachers", reused=reused)
         if todo:
+            record_planned(self.tracking.client, self._parent, "teachers", len(todo))
             results = self._fit("teachers", {"cell": tune.grid_search([c.config() for c in todo])}, stage,
                                 len(todo), log_models=True)
             self._record_teachers(results)
@@ -285,7 +318,9 @@ class StudyRunner:
 
     def sweep(self, teachers) -> None:
         sw = self.cfg.sweep
-        for cell, space in sweep_cells(self.cfg, teachers):
+        cells = sweep_cells(self.cfg, teachers)
+        record_planned(self.tracking.client, self._parent, "sweep", len(cells) * sw.trials)
+        for cell, space in cells:
             method, volume = cell.tags.method, cell.tags.volume
             epochs = HParams.from_dict(cell.hparams).epochs
             searcher = OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)
@@ -323,6 +358,7 @@ class StudyRunner:
 
     def grid_stage(self, name: str, cells: list[Cell], log_models: bool = False) -> None:
         stage = StageSummary(name)
+        record_planned(self.tracking.client, self._parent, name, len(cells))
         self._fit(name, {"cell": tune.grid_search([c.config() for c in cells])}, stage, len(cells),
                   log_models=log_models)
         self.summary.stages.append(stage)
@@ -341,10 +377,13 @@ class StudyRunner:
             callback = MLflowTrialCallback(self.cfg.tracking_uri, self.tracking.experiment_id,
                                            self._parent, self.cfg.name, log_models=log_models,
                                            code_version=self.code)
+            progress = ProgressCallback(StageProgress(name, expected, quiet=self.opts.verbose == 0),
+                                        Heartbeat(self.cfg.tracking_uri, self._parent))
             tuner = make_tuner(name, self.storage, param_space, resources, search_alg=search_alg,
                                scheduler=scheduler, num_samples=num_samples, max_concurrent=self.opts.max_concurrent,
-                               max_failures=self.cfg.max_failures, callbacks=[callback], verbose=self.opts.verbose)
-        with _InterruptWatch() as watch:
+                               max_failures=self.cfg.max_failures, callbacks=[callback, progress],
+                               verbose=1 if self.opts.verbose >= 2 else 0)  # Ray's tables only with --verbose
+        with _InterruptWatch() as watch, ray_tables(show=self.opts.verbose >= 2):
             results = tuner.fit()
         stage.seconds = time.perf_counter() - t0
         stage.trials = len(results)

@@ -6,30 +6,110 @@ record's schema, `trainables.record`).
 `trial_id` tag and reopened after a resume, never duplicated), per-epoch metrics by
 whitelist (no `config/*` or `time_*` noise), ended FINISHED / FAILED; the CLI marks
 runs left RUNNING by an interrupted stage KILLED.
+
+A tracking server that stops answering does not stop the trials: the callback keeps what it
+could not write, in order, retries with backoff while the stage runs, and writes it all when
+the server answers again. At the end of a stage it waits at most `WAIT_ENV` seconds (after
+MLflow's own per-request retries, `MLFLOW_HTTP_REQUEST_MAX_RETRIES`), then ends the study
+with a `TrackingUnavailable` naming the URI; what was not written is kept in Ray's
+experiment state (`get_state`) and written by `study run --resume`.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.store import check_reachable, downloaded, search_all
+from analysis.store import artifact_root, check_reachable, downloaded, search_all
 from trainables.errors import UserError
 from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, split_config
 
-METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+)$")
+METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s)$")
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
 CHOSEN_FILE = "chosen_hparams.json"
+WAIT_ENV = "CKD_STUDY_TRACKING_WAIT_S"  # how long a stage's end waits for a tracking server that is down
+WAIT_DEFAULT_S = 600.0  # a server restart or a short network cut, not an outage that needs a person
+BACKOFF_FIRST_S = 1.0  # then doubled after each failed attempt, up to BACKOFF_MAX_S
+BACKOFF_MAX_S = 30.0
 
+log = logging.getLogger(__name__)
+_GAVE_UP: dict[str, "TrackingUnavailable"] = {}  # tracking URI -> why this driver stopped waiting for it
+
+
+class TrackingUnavailable(UserError):
+    """The tracking server stopped answering and did not come back in time."""
+
+
+def wait_limit_s() -> float:
+    text = os.environ.get(WAIT_ENV, "")
+    try:
+        value = float(text) if text else WAIT_DEFAULT_S
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise UserError(f"{WAIT_ENV}={text!r}: give the seconds to wait for the tracking server, e.g. 600")
+    return value
+
+
+def transient(exc: BaseException) -> bool:
+    """An error a tracking server may recover from: no connection, a timeout, a 5xx or 429 answer."""
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code()
+    else:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is None:
+            return isinstance(exc, OSError)  # requests' errors are OSErrors
+    return status >= 500 or status == 429
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text if len(text) <= 300 else text[:140] + ' … ' + text[-140:]}"
+
+
+class Outage:
+    """When a tracking server stopped answering, and when to try it again (exponential backoff)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, cap_s: float | None = None):
+        self.clock, self.cap_s = clock, cap_s  # the longest pause between tries (None: BACKOFF_MAX_S)
+        self.since: float | None = None
+        self.delay = 0.0
+        self.next_try = 0.0
+        self.error: BaseException | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def due(self) -> bool:
+        return not self.down or self.clock() >= self.next_try
+
+    def failed(self, exc: BaseException) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        cap = BACKOFF_MAX_S if self.cap_s is None else self.cap_s
+        self.delay = min(BACKOFF_FIRST_S if self.delay == 0 else 2 * self.delay, cap)
+        self.next_try, self.error = now + self.delay, exc
+
+    def recovered(self) -> float:
+        """Seconds it was down."""
+        down = self.clock() - self.since if self.since is not None else 0.0
+        self.since, self.delay, self.error = None, 0.0, None
+        return down
 
 
 class Tracking:
@@ -58,7 +138,8 @@ class Tracking:
     def experiment_id(self) -> str:
         """Create the DB and experiment once, in the driver, before any trial starts."""
         if self._experiment_id is None:
-            self._experiment_id = self.existing_experiment() or self.client.create_experiment(self.study)
+            self._experiment_id = self.existing_experiment() or self.client.create_experiment(
+                self.study, artifact_location=artifact_root(self.uri))
         return self._experiment_id
 
     def parent_run(self) -> Any | None:
@@ -93,10 +174,24 @@ class Tracking:
 
     def kill_running(self) -> int:
         """End every child run an interrupted stage left RUNNING as KILLED."""
-        runs = self.children(status="RUNNING")
+        runs = self._guarded("mark interrupted runs KILLED", self.children, status="RUNNING")
         for run in runs:
-            self.client.set_terminated(run.info.run_id, "KILLED")
+            self._guarded("mark interrupted runs KILLED", self.client.set_terminated, run.info.run_id, "KILLED")
         return len(runs)
+
+    def _guarded(self, what: str, call: Callable, *args, **kwargs):
+        """`call`, or a TrackingUnavailable naming the URI: at once when the callback already gave up
+        on this server (its message says what to do), else when the server does not answer."""
+        if self.uri in _GAVE_UP:
+            raise TrackingUnavailable(str(_GAVE_UP[self.uri])) from None
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            raise TrackingUnavailable(
+                f"MLflow tracking URI {self.uri} did not answer ({what}; {_short(exc)}): start the server "
+                f"again on the same backend store, then continue with `study run <config> --resume`") from None
 
     def log_chosen(self, run_id: str, chosen) -> None:
         """The sweep's chosen values, on the parent run (`chosen_hparams.json`): a later study
@@ -118,7 +213,7 @@ class Tracking:
         return {(r["method"], int(r["volume"])): dict(r["hparams"]) for r in rows}
 
     def end_parent(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status)
+        self._guarded(f"end the study's run {status}", self.client.set_terminated, run_id, status)
 
     def finished_teacher(self, config_hash: str) -> Any | None:
         """A FINISHED teacher run of any study with this config hash and a checkpoint, newest first."""
@@ -132,19 +227,41 @@ class Tracking:
 
 
 class MLflowTrialCallback(tune.Callback):
+    """Writes each trial's run from the driver. Every write is queued as an op (kind, trial id,
+    payload) and written in order; a write the server may recover from (see `transient`) stays
+    queued and is retried with backoff at the next hook, and at the end of the stage."""
+
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, study: str,
                  log_models: bool = False, code_version: str = "unknown"):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
         self.study, self.log_models, self.code_version = study, log_models, code_version
         self._client: MlflowClient | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._runs: dict[str, str] = {}
         self._nodes: dict[str, list[str]] = {}
         self._finished: set[str] = set()
+        self._opened: set[str] = set()  # trials whose "open" op is queued or done
+        self._pending: deque[tuple[str, str, Any]] = deque()
+        self._outage = Outage(cap_s=min(BACKOFF_MAX_S, wait_limit_s() / 10))  # a few tries in a short wait
 
-    def __getstate__(self):  # pickled into Ray's tuner.pkl: no client, no cache
-        state = self.__dict__.copy()
-        state["_client"], state["_runs"], state["_nodes"], state["_finished"] = None, {}, {}, set()
-        return state
+    def __getstate__(self):  # pickled into Ray's tuner.pkl: no client, no cache (queued ops: get_state)
+        saved = {k: self.__dict__[k] for k in ("uri", "experiment_id", "parent_run_id", "study", "log_models",
+                                               "code_version")}
+        return {**saved, "_client": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def get_state(self) -> dict:
+        """Saved in Ray's experiment state: what is not written yet survives the driver. Never empty,
+        so that a restore reads this session's state, not an older one's."""
+        return {"pending": list(self._pending)}
+
+    def set_state(self, state: dict) -> None:
+        self._pending.extend(state.get("pending", ()))
 
     @property
     def client(self) -> MlflowClient:
@@ -152,44 +269,13 @@ class MLflowTrialCallback(tune.Callback):
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
-    def run_id(self, trial) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        found = search_all(self.client, [self.experiment_id],
-                           f"tags.trial_id = '{trial.trial_id}' and tags.study = '{self.study}'")
-        if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status == "FINISHED":
-                # complete before the driver died; Ray only replays its end: leave the run as it is
-                self._finished.add(trial.trial_id)
-            else:
-                self.client.update_run(run_id, status="RUNNING")  # reopened after a resume
-        else:
-            run_id = self._create(trial)
-        self._runs[trial.trial_id] = run_id
-        return run_id
-
-    def _create(self, trial) -> str:
-        spec, hp, run_tags = split_config(trial.config)
-        tags = {**run_tags.to_mlflow(), "study": self.study, "kind": "trial", "trial_id": trial.trial_id,
-                "mlflow.parentRunId": self.parent_run_id, "code_version": self.code_version}
-        name = f"{run_tags.stage}:{run_tags.cell or trial.trial_id}"
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        params = {**hp.to_dict(), **{k: getattr(spec, k) for k in SPEC_PARAMS},
-                  "teacher_checkpoints": ",".join(t.checkpoint for t in spec.teachers)}
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "trial.yaml").write_text(yaml.safe_dump(_plain(trial.config), sort_keys=True))
-            self.client.log_artifact(run.info.run_id, str(Path(d) / "trial.yaml"))
-        return run.info.run_id
-
+    # --- Tune's hooks: queue, then write what can be written ---------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        self._open(trial)
+        self._flush()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.run_id(trial)
-        if trial.trial_id in self._finished:
-            return
+        self._open(trial)
         now = int(time.time() * 1000)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
@@ -200,29 +286,160 @@ class MLflowTrialCallback(tune.Callback):
             if result["node_id"] not in nodes:
                 nodes.append(str(result["node_id"]))
             tags.append(RunTag("node_ids", ",".join(nodes)))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self._pending.append(("result", trial.trial_id, (metrics, tags)))
+        self._flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        if trial.trial_id in self._finished:
-            return
-        if self.log_models and trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as d:
-                if (Path(d) / MODEL_FILE).is_file():
-                    self.client.log_artifact(run_id, str(Path(d) / MODEL_FILE), "model")
-        self.client.set_terminated(run_id, "FINISHED")
-        self._runs.pop(trial.trial_id, None)
+        self._open(trial)
+        self._pending.append(("complete", trial.trial_id, trial.checkpoint))
+        self._opened.discard(trial.trial_id)
+        self._flush()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
+        self._open(trial)
         error = trial.get_error() if hasattr(trial, "get_error") else None
-        message = str(error)[-4000:] if error else "trial failed (see Ray's error.txt)"
+        self._pending.append(("error", trial.trial_id, str(error)[-4000:] if error else
+                              "trial failed (see Ray's error.txt)"))
+        self._opened.discard(trial.trial_id)
+        self._flush()
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._pending:
+            self._flush()
+
+    def on_experiment_end(self, trials, **info):
+        self.drain()
+
+    def run_id(self, trial) -> str:
+        """The trial's run, made or found (its writes so far flushed)."""
+        self._open(trial)
+        self._flush()
+        return self._run_of(trial.trial_id)
+
+    # --- writing -------------------------------------------------------------------------------
+    def _open(self, trial) -> None:
+        if trial.trial_id not in self._opened:
+            self._opened.add(trial.trial_id)
+            self._pending.append(("open", trial.trial_id, trial.config))
+
+    def _flush(self) -> None:
+        """Write the queued ops, oldest first; stop at the first that the server may yet accept."""
+        if not self._outage.due():
+            return
+        while self._pending:
+            try:
+                self._apply(*self._pending[0])
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                if not self._outage.down:
+                    log.warning("MLflow tracking server %s does not answer (%s): the trials go on; their "
+                                "records are kept and written when it answers again", self.uri, _short(exc))
+                self._outage.failed(exc)
+                return
+            self._pending.popleft()
+            if self._outage.down:
+                log.warning("MLflow tracking server %s answers again after %.0f s: writing %d kept record(s)",
+                            self.uri, self._outage.recovered(), len(self._pending))
+
+    def drain(self) -> None:
+        """Write everything queued, waiting with backoff at most `wait_limit_s()` for the server."""
+        deadline = time.monotonic() + wait_limit_s()
+        self._flush()
+        while self._pending:
+            if time.monotonic() >= deadline:
+                raise self._give_up()
+            time.sleep(max(0.0, min(self._outage.next_try, deadline) - time.monotonic()))
+            self._flush()
+
+    def _give_up(self) -> TrackingUnavailable:
+        trials = sorted({tid for _, tid, _ in self._pending})
+        error = self._outage.error
+        exc = TrackingUnavailable(
+            f"MLflow tracking server {self.uri} did not answer for {wait_limit_s():g} s after the stage's "
+            f"trials ended ({_short(error) if error else 'no answer'}); {len(self._pending)} record(s) of "
+            f"{len(trials)} trial(s) ({', '.join(trials[:5])}{', …' if len(trials) > 5 else ''}) are not "
+            "written yet. The trials' results are kept in Ray's storage: start the server again on the same "
+            "backend store and artifact destination, then continue with `study run <config> --resume` (same "
+            f"--workdir), which writes them. To wait longer for a server, set {WAIT_ENV} (seconds).")
+        _GAVE_UP[self.uri] = exc
+        return exc
+
+    def _apply(self, kind: str, trial_id: str, payload: Any) -> None:
+        if kind == "open":
+            self._open_run(trial_id, payload)
+            return
+        run_id = self._run_of(trial_id)
+        if trial_id in self._finished:
+            return
+        if kind == "result":
+            metrics, tags = payload
+            self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        elif kind == "complete":
+            self._complete(run_id, payload)
+            self._runs.pop(trial_id, None)
+        elif kind == "error":
+            self._fail(run_id, payload)
+            self._runs.pop(trial_id, None)
+
+    def _run_of(self, trial_id: str, config: dict | None = None) -> str:
+        """Found by its `trial_id` tag (so a retried write or a resume never makes a second run),
+        made when there is none; a FINISHED one is left as it is (Ray only replays its end)."""
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = search_all(self.client, [self.experiment_id],
+                           f"tags.trial_id = '{trial_id}' and tags.study = '{self.study}'")
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status == "FINISHED":
+                self._finished.add(trial_id)
+            elif config is not None:
+                self.client.update_run(run_id, status="RUNNING")  # reopened after a resume
+        elif config is None:
+            raise UserError(f"no MLflow run of trial {trial_id} in study {self.study!r} at {self.uri} (deleted?): "
+                            "restore it, or run the study again under another name")
+        else:
+            run_id = self._create(trial_id, config)
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _open_run(self, trial_id: str, config: dict) -> None:
+        run_id = self._run_of(trial_id, config)
+        if trial_id not in self._finished:  # again after a retry: a create whose answer was lost
+            self._log_inputs(run_id, config)
+
+    def _create(self, trial_id: str, config: dict) -> str:
+        _spec, _hp, run_tags = split_config(config)
+        tags = {**run_tags.to_mlflow(), "study": self.study, "kind": "trial", "trial_id": trial_id,
+                "mlflow.parentRunId": self.parent_run_id, "code_version": self.code_version}
+        name = f"{run_tags.stage}:{run_tags.cell or trial_id}"
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def _log_inputs(self, run_id: str, config: dict) -> None:
+        """Params and trial.yaml: the same values each time, so writing them twice is harmless."""
+        spec, hp, _tags = split_config(config)
+        params = {**hp.to_dict(), **{k: getattr(spec, k) for k in SPEC_PARAMS},
+                  "teacher_checkpoints": ",".join(t.checkpoint for t in spec.teachers)}
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "trial.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))
+            self.client.log_artifact(run_id, str(Path(d) / "trial.yaml"))
+
+    def _complete(self, run_id: str, checkpoint) -> None:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                if self.log_models and (Path(d) / MODEL_FILE).is_file():
+                    self.client.log_artifact(run_id, str(Path(d) / MODEL_FILE), "model")
+                from study.logged_model import log_flavour_model  # the MLflow model (if any) and datasets
+                log_flavour_model(self.client, run_id, Path(d))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _fail(self, run_id: str, message: str) -> None:
         self.client.set_tag(run_id, "error", _last_line(message))
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "error.txt").write_text(message)
             self.client.log_artifact(run_id, str(Path(d) / "error.txt"))
         self.client.set_terminated(run_id, "FAILED")
-        self._runs.pop(trial.trial_id, None)
 
 
 def _last_line(message: str) -> str:

@@ -4,10 +4,13 @@ id, one checkpoint kept, retries from the last checkpoint. When Ray's API moves,
 file moves."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from ray import tune
 
+from study.progress import Heartbeat, StageProgress
 from trainables.tune import train_trial
 
 
@@ -34,3 +37,63 @@ def restored_tuner(path: str, resources: dict[str, float]) -> tune.Tuner | None:
         return None
     return tune.Tuner.restore(path, tune.with_resources(train_trial, resources),
                               resume_unfinished=True, resume_errored=True)
+
+
+NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # read by Tune at each fit(); "0": its older output engine
+
+
+@contextmanager
+def ray_tables(show: bool) -> Iterator[None]:
+    """Around `Tuner.fit()`: Ray's own tables when `show` (the Tuner's verbose > 0), else nothing of
+    Tune's on stdout. At verbose=0 Ray 2.60's default output engine still prints a configuration box
+    and the results folder at each experiment's start; its older engine prints nothing."""
+    if show:
+        yield
+        return
+    before = os.environ.get(NEW_OUTPUT_ENV)
+    os.environ[NEW_OUTPUT_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NEW_OUTPUT_ENV, None)
+        else:
+            os.environ[NEW_OUTPUT_ENV] = before
+
+
+class ProgressCallback(tune.Callback):
+    """Ray Tune's hooks fed to a plain `StageProgress` (the stage's line) and `Heartbeat` (the
+    parent run's tag `study status` reads): Ray's own hooks and statuses stay in this file."""
+
+    def __init__(self, progress: StageProgress, heartbeat: Heartbeat | None = None):
+        self.progress, self.heartbeat = progress, heartbeat
+
+    def setup(self, **info):
+        self.progress.begin()
+        if self.heartbeat is not None:
+            self.heartbeat.beat(force=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.trial_started(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.progress.trial_ended(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.trial_ended(trial.trial_id, failed=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.sync([t.trial_id for t in trials if t.status == "TERMINATED"],
+                           [t.trial_id for t in trials if t.status == "ERROR"])
+        self.progress.tick()
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
+
+    def on_experiment_end(self, trials, **info):
+        self.progress.close()
+
+    def get_state(self) -> dict:
+        return {"progress": self.progress.state()}
+
+    def set_state(self, state: dict) -> None:
+        self.progress.restore(state.get("progress", {}))

@@ -107,3 +107,23 @@ def test_a_finished_run_is_left_alone_when_ray_replays_its_end(tracking):
     run = t.children()[0]
     assert run.info.status == "FINISHED" and run.info.end_time == end
     assert len(MlflowClient(t.uri).get_metric_history(run.info.run_id, "test_acc")) == 1
+
+
+def test_a_sqlite_studys_artifacts_live_beside_its_database_not_in_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's own default would be ./mlruns here
+    uri = f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"
+    (tmp_path / "work").mkdir()
+    t = Tracking(uri, "s")
+    run_id = t.start_parent("h", "name: s\n", "code")
+    t.client.log_text(run_id, "x", "note.txt")
+    location = t.client.get_experiment(t.experiment_id).artifact_location
+    assert location == (tmp_path / "work" / "artifacts").as_uri()
+    assert (tmp_path / "work" / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_trials_memory_and_data_preparation_are_recorded_but_not_rays_noise():
+    from study.tracking import METRIC_RE
+
+    kept = {"sys_peak_rss_mb", "sys_data_prep_s", "val_auc", "test_acc", "train_loss", "epoch", "lr"}
+    dropped = {"sys_data_prep_start", "time_total_s", "config/cell", "training_iteration", "node_id"}
+    assert {k for k in kept | dropped if METRIC_RE.match(k)} == kept

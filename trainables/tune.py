@@ -3,7 +3,9 @@
 The only module of `trainables/` that imports Ray. Each epoch is reported with
 `tune.report` and a checkpoint holding the full training state, so a trial that
 crashes (or whose node dies) resumes where it was and ends with the same numbers.
-The final report adds the test metrics and the model's weights (`model.pt`).
+The final report adds the test metrics, the model's weights (`model.pt`) and the dataset
+records; a teacher's or grid trial's also holds the MLflow model (`EXPORT_STAGES`,
+trainables/serving.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ FAULT_ENV = "CKD_STUDY_INJECT_FAULT"
 # (each leaves a file in DIR), so that N trials provably run at the same time.
 BARRIER_ENV = "CKD_STUDY_TEST_BARRIER"
 BARRIER_TIMEOUT_S = 300.0
+# Stages whose final checkpoint also holds the MLflow model (trainables.serving): those whose
+# models the study logs (teachers, grid); a sweep or ablation trial's model is never used.
+EXPORT_STAGES = ("teachers", "grid")
 
 
 class InjectedFault(RuntimeError):
@@ -88,9 +93,29 @@ def _node_id() -> dict[str, str]:
         return {}
 
 
+def _export(model, spec: TrialSpec, tags: RunTags, folder: Path) -> None:
+    """Beside `model.pt`: the MLflow model (`EXPORT_STAGES` only) and, for every trial, the
+    dataset records (see trainables.serving). A model torch.export cannot trace leaves the
+    reason in a file: the trial itself has not failed."""
+    from trainables import serving
+
+    if tags.stage in EXPORT_STAGES:
+        try:
+            meta = serving.model_metadata(spec.arch, spec.image_size, serving.face_crop_settings(spec.data),
+                                          stage=tags.stage, cell=tags.cell)
+            serving.save_mlflow_model(model, folder / serving.MODEL_DIR, spec.image_size, meta)
+        except Exception as exc:  # noqa: BLE001  (any export failure: recorded, the trial goes on)
+            (folder / serving.EXPORT_ERROR_FILE).write_text(f"{exc.__class__.__name__}: {exc}\n")
+    try:
+        records = serving.trial_datasets(spec, tags.source)
+        (folder / serving.DATASETS_FILE).write_text(json.dumps(records))
+    except Exception:  # noqa: BLE001  (e.g. a data root this node no longer sees: no dataset records)
+        pass
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The one trainable of every stage (teachers, sweep, grid, ablations)."""
-    spec, hp, _tags = split_config(config)
+    spec, hp, tags = split_config(config)
     _maybe_wait_for_peers()
     node = _node_id()
     resume = None
@@ -117,11 +142,12 @@ def train_trial(config: dict[str, Any]) -> None:
         _maybe_fault(epoch)
 
     outcome = run_trial(spec, hp, on_epoch=on_epoch, resume=resume)
-    final = {**last, **_finite(outcome.metrics), "epoch": hp.epochs - 1,
+    final = {**last, **_finite(outcome.metrics), **outcome.system, "epoch": hp.epochs - 1,
              "train_images_per_s": outcome.result.images_per_second}
     with tempfile.TemporaryDirectory() as d:
         model = outcome.result.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
+        _export(model, spec, tags, Path(d))
         metrics = {**_finite(final), **node, **outcome.tags}  # tags: digests of the scored rows
         (Path(d) / FINAL_FILE).write_text(json.dumps(metrics))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,104 @@
+"""The driver's half of a trial's MLflow model: the folder the trial exported into its final
+checkpoint (trainables/serving.py) becomes the run's logged model `model`, and the trial's
+dataset records become the run's inputs. Called by the tracking callback when a trial whose
+model the study keeps completes (study/tracking.py), after it logged the raw `model/model.pt`.
+
+What `mlflow.<flavour>.log_model` does, minus what costs seconds a trial (exporting again,
+inferring requirements, validating the serving example in a subprocess-free but slow way):
+create the LoggedModel with the run as its source, declare it the run's output, write the run
+and model ids into the MLmodel, upload the folder, mark it READY. So the UI's Models and
+Dataset columns fill, and `runs:/<run id>/model` and `models:/<model id>` load with
+`mlflow.pyfunc.load_model`.
+
+Written to be replayed: the callback retries a write the server may recover from (a
+transient error propagates), and a replay finds the model it made before instead of making a
+second one. Any other error is logged as a warning: a model that cannot be recorded never
+stops a study.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from trainables.serving import DATASETS_FILE, EXPORT_ERROR_FILE, MODEL_DIR
+
+NAME = "model"  # the logged model's name: `runs:/<run id>/model`
+DATASET_KEYS = ("name", "digest", "source_type", "source", "schema", "profile")
+
+log = logging.getLogger(__name__)
+
+
+def log_flavour_model(client: MlflowClient, run_id: str, checkpoint_dir: Path) -> None:
+    """Log what the trial saved beside `model.pt`: its MLflow model and its dataset records."""
+    from study.tracking import transient
+
+    try:
+        _log_datasets(client, run_id, checkpoint_dir / DATASETS_FILE)
+        if (checkpoint_dir / MODEL_DIR / "MLmodel").is_file():
+            log_model_dir(client, run_id, checkpoint_dir / MODEL_DIR)
+        elif (checkpoint_dir / EXPORT_ERROR_FILE).is_file():
+            log.warning("run %s has no MLflow model: the trial could not export it (%s)", run_id,
+                        (checkpoint_dir / EXPORT_ERROR_FILE).read_text().strip()[:300])
+            client.log_artifact(run_id, str(checkpoint_dir / EXPORT_ERROR_FILE), NAME)
+    except Exception as exc:
+        if transient(exc):
+            raise  # the callback keeps the write and retries it
+        log.warning("run %s: its MLflow model or datasets could not be recorded (%s: %s); "
+                    "its model/model.pt is logged", run_id, exc.__class__.__name__, str(exc)[:300])
+
+
+def logged_model_of(client: MlflowClient, run_id: str, experiment_id: str, name: str = NAME):
+    """The run's logged model `name` (the newest, READY before PENDING), or None."""
+    found, token = [], None
+    while True:
+        page = client.search_logged_models([experiment_id], filter_string=f"name = '{name}'", page_token=token)
+        found += [m for m in page if m.source_run_id == run_id]
+        token = page.token
+        if not token:
+            break
+    if not found:
+        return None
+    return max(found, key=lambda m: (str(m.status) == str(LoggedModelStatus.READY), m.creation_timestamp))
+
+
+def log_model_dir(client: MlflowClient, run_id: str, folder: Path, name: str = NAME) -> str:
+    """Log the MLflow model `folder` as run `run_id`'s logged model `name`; its model id."""
+    run = client.get_run(run_id)
+    model = logged_model_of(client, run_id, run.info.experiment_id, name)
+    if model is not None and str(model.status) == str(LoggedModelStatus.READY):
+        return model.model_id  # logged before (a replayed write)
+    if model is None:
+        model = client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                           params={k: str(v) for k, v in run.data.params.items()})
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if not any(o.model_id == model.model_id for o in outputs):
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        shutil.copytree(folder, local)
+        mlmodel = Model.load(str(local))
+        mlmodel.run_id, mlmodel.model_uuid, mlmodel.model_id = run_id, model.model_id, model.model_id
+        mlmodel.artifact_path = model.artifact_location
+        mlmodel.save(str(local / "MLmodel"))
+        client.log_model_artifacts(model.model_id, str(local))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
+
+
+def _log_datasets(client: MlflowClient, run_id: str, path: Path) -> None:
+    if not path.is_file():
+        return
+    inputs = []
+    for record in json.loads(path.read_text()):
+        dataset = Dataset(**{k: record.get(k) for k in DATASET_KEYS})
+        inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, record["context"])]))
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)

@@ -1,0 +1,85 @@
+"""`study predict`: a thin command over trainables.serving (the model) and trainables.predict (the inputs).
+
+Registered in study/cli.py (`main.add_command(predict)`).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from study.exits import EXIT_SOME_FAILED, fail
+from study.report_cli import uri_option, workdir_option
+from trainables.errors import UserError
+
+FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+MAX_LISTED = 10
+
+
+@click.command("predict")
+@workdir_option
+@uri_option
+@click.option("--model", "model_ref", required=True, metavar="RUN_ID|models:/NAME/VERSION|DIR",
+              help="A teacher or grid run's id (its MLflow model `model`), a registered model "
+                   "(models:/NAME/VERSION, e.g. from `study report --register`), or a local MLflow model folder.")
+@click.option("--images", type=FOLDER, default=None,
+              help="Folder of face crops (png/jpg/…, searched recursively), resized to the model's image size.")
+@click.option("--videos", type=FOLDER, default=None,
+              help="Folder of videos (searched recursively): faces cut as `study data extract` cuts them.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV written: one row per input (fake_prob, predicted, reason when it could not be scored); "
+                   "with --videos, the per-frame scores go beside it as <name>_frames.csv.")
+@click.option("--frames-per-video", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Frames scored per video, spread evenly over it; a video's score is their mean.")
+@click.option("--margin", type=click.FloatRange(min=1.0), default=None,
+              help="Face-crop margin for --videos. Default: the one the model's training data were extracted "
+                   "with (recorded with the model), else 1.3, `study data extract`'s default.")
+def predict(workdir: Path, tracking_uri, model_ref: str, images, videos, out: Path, frames_per_video: int,
+            margin) -> None:
+    """Fake probabilities of images or videos from a trained detector (exit 1 if any input could not be scored)."""
+    if (images is None) == (videos is None):
+        raise click.UsageError("give exactly one of --images DIR and --videos DIR")
+    from analysis.store import open_existing, tracking_uri as resolve_uri
+    from trainables.data.extract import VIDEO_SUFFIXES
+    from trainables.predict import IMAGE_SUFFIXES, find_files, score_images, score_videos
+    from trainables.serving import fetch_model, model_ref_kind
+
+    try:
+        uri = resolve_uri(workdir, tracking_uri)
+        if model_ref_kind(model_ref) != "folder":
+            open_existing(uri)  # a missing store is named (and never created empty)
+        model = fetch_model(model_ref, uri)
+        folder = images if images is not None else videos
+        files, other = find_files(folder, IMAGE_SUFFIXES if images is not None else VIDEO_SUFFIXES)
+        if not files:
+            kind = "images" if images is not None else "videos"
+            raise UserError(f"no {kind} found under {folder} ({other} other file(s))")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if images is not None:
+            table = score_images(model, files)
+        else:
+            table, frames = score_videos(model, videos, [f.relative_to(videos) for f in files], frames_per_video,
+                                         margin)
+            frames_out = out.with_name(f"{out.stem}_frames{out.suffix or '.csv'}")
+            frames.to_csv(frames_out, index=False)
+    except UserError as exc:
+        fail(exc)
+    table.to_csv(out, index=False)
+    scored = table["reason"] == ""
+    meta = model.metadata
+    click.echo(f"model {model.where}: {meta.get('arch')} at {model.image_size} px; "
+               f"{int(scored.sum())} of {len(table)} input(s) scored, written to {out}")
+    if videos is not None:
+        click.echo(f"per-frame scores: {frames_out}")
+        if margin is None and not meta.get("face_crop"):
+            click.echo("note: the model's training data record no face-crop margin (not extracted by `study data "
+                       "extract`): faces were cut with margin 1.3; set --margin to match your crops", err=True)
+    if other:
+        click.echo(f"{other} file(s) under {folder} passed over (not {'images' if images else 'videos'} by name)")
+    if not scored.all():
+        bad = table[~scored]
+        for row in bad.head(MAX_LISTED).itertuples():
+            click.echo(f"not scored: {row.path}: {row.reason}", err=True)
+        click.echo(f"{len(bad)} input(s) could not be scored (rows with a reason in {out})", err=True)
+        sys.exit(EXIT_SOME_FAILED)
