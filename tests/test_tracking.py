@@ -127,3 +127,38 @@ def test_a_trials_memory_and_data_preparation_are_recorded_but_not_rays_noise():
     kept = {"sys_peak_rss_mb", "sys_data_prep_s", "val_auc", "test_acc", "train_loss", "epoch", "lr"}
     dropped = {"sys_data_prep_start", "time_total_s", "config/cell", "training_iteration", "node_id"}
     assert {k for k in kept | dropped if METRIC_RE.match(k)} == kept
+
+
+class DirCheckpoint:
+    """Stands in for a Ray checkpoint: a local folder."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def as_directory(self):
+        import contextlib
+        return contextlib.nullcontext(str(self.path))
+
+
+def test_a_sweep_trial_records_its_datasets_but_logs_no_model(tracking, tmp_path):
+    import json
+
+    import torch
+
+    from trainables.serving import DATASETS_FILE
+
+    t, parent = tracking
+    folder = tmp_path / "final"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(1)}, folder / "model.pt")
+    record = {"context": "training", "name": "synthetic-train", "digest": "d1", "source_type": "local",
+              "source": json.dumps({"uri": "/x"}), "schema": "", "profile": json.dumps({"num_rows": 10})}
+    (folder / DATASETS_FILE).write_text(json.dumps([record]))
+    cb = MLflowTrialCallback(t.uri, t.experiment_id, parent, "s", log_models=False)  # the sweep's callback
+    trial = FakeTrial("t1", trial_config(), checkpoint=DirCheckpoint(folder))
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_complete(0, [], trial)
+    run = t.client.get_run(cb.run_id(trial))
+    assert run.info.status == "FINISHED"
+    assert [(i.dataset.digest, i.tags[0].value) for i in run.inputs.dataset_inputs] == [("d1", "training")]
+    assert not t.client.list_artifacts(run.info.run_id, "model")  # no weights, no MLflow model
