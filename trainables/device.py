@@ -55,3 +55,16 @@ def to_input(images: Tensor, device: torch.device, fmt: torch.memory_format = to
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=fmt)
+
+
+# images per scoring batch: on CUDA `largest`; on the CPU as many as hold `largest` images of
+# 64 px (at 299 px: 8, the floor), so that host memory at paper scale is not the activations of
+# a batch (128 images of 299 px through even a tiny model take gigabytes, at no gain in images/s
+# on a CPU). The engine scores with largest=EVAL_BATCH; `study predict` with its own.
+EVAL_BATCH = 128
+
+
+def eval_batch_size(device: torch.device, image_size: int, largest: int = EVAL_BATCH) -> int:
+    if device.type == "cuda":
+        return largest
+    return max(8, min(largest, largest * 64 * 64 // image_size ** 2))

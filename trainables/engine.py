@@ -25,7 +25,8 @@ from torch import Tensor
 from trainables.data.decoded import MappedImages
 from trainables.data.stream import BatchStream, FileSet
 from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
-    IMAGENET_MEAN, IMAGENET_STD, autocast, configure_device, memory_format, pick_device, to_input,
+    IMAGENET_MEAN, IMAGENET_STD, autocast, configure_device, eval_batch_size, memory_format, pick_device,
+    to_input,
 )
 from trainables.hparams import HParams
 from trainables.losses import LossContext, Outputs, baseline_method, build_loss, needs_teachers
@@ -213,19 +214,6 @@ def make_scheduler(opt: torch.optim.Optimizer, hp: HParams, total_steps: int, wa
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-# images per scoring batch: on CUDA a fixed 128; on the CPU as many as hold 128 images of
-# 64 px (at 299 px: 8), so that a trial's host memory at paper scale is not the activations
-# of a batch (128 images of 299 px through even a tiny model take gigabytes, at no gain in
-# images/s on a CPU)
-EVAL_BATCH, EVAL_PIXELS_CPU = 128, 128 * 64 * 64
-
-
-def eval_batch_size(device: torch.device, image_size: int) -> int:
-    if device.type == "cuda":
-        return EVAL_BATCH
-    return max(8, min(EVAL_BATCH, EVAL_PIXELS_CPU // image_size ** 2))
 
 
 @torch.no_grad()

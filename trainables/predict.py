@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 
 from trainables.data.images import decode
+from trainables.device import eval_batch_size
 from trainables.errors import DataError, UserError
 from trainables.serving import LoadedModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 DEFAULT_MARGIN = 1.3  # `study data extract`'s default, for a model whose data record none
-BATCH = 64  # images a forward pass at 64 px; fewer at larger sizes (host memory: the activations)
-BATCH_PIXELS = BATCH * 64 * 64  # at 299 px: 8 images a pass
+BATCH = 64  # images a forward pass at 64 px; fewer at larger sizes (device.eval_batch_size)
 THRESHOLD = 0.5  # as ACC is computed (trainables/metrics.py)
 PROGRESS_FROM = {"image": 2000, "video": 20}  # a progress bar from this many inputs (or on a terminal)
 IMAGE_COLUMNS = ["path", "fake_prob", "predicted", "reason"]
@@ -67,7 +67,7 @@ def label(prob: float) -> str:
 
 
 def batch_size(image_size: int) -> int:
-    return max(8, min(BATCH, BATCH_PIXELS // image_size ** 2))
+    return eval_batch_size(torch.device("cpu"), image_size, largest=BATCH)  # the model runs on the CPU
 
 
 def score_images(model: LoadedModel, paths: Sequence[Path], batch: int | None = None, workers: int = 4,
