@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from analysis.store import downloaded, open_existing, search_all, tracking_uri  # noqa: F401  (tracking_uri: re-exported)
+from analysis.store import CONFIG_ARTIFACT, downloaded, open_existing, search_all, tracking_uri  # noqa: F401  (tracking_uri: re-exported)
 from trainables.errors import UserError
 from trainables.record import TAG_NAMES, RunTags
 
@@ -113,7 +113,7 @@ def load_parent(client: MlflowClient, experiment_id: str, study: str) -> Parent 
         return None
     run = max(runs, key=lambda r: r.info.start_time)
     try:
-        with downloaded(client, run.info.run_id, "study.yaml") as path:
+        with downloaded(client, run.info.run_id, CONFIG_ARTIFACT) as path:
             text = path.read_text()
     except FileNotFoundError:  # a parent run without the artifact: the report says so
         text = ""

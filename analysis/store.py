@@ -15,6 +15,7 @@ from trainables.errors import UserError
 if TYPE_CHECKING:  # mlflow is imported where a store is opened: validating a config needs only default_uri
     from mlflow.tracking import MlflowClient
 
+CONFIG_ARTIFACT = "study.yaml"  # the parent run's artifact: the effective config the study ran
 DB_NAME = "mlflow.db"
 
 

@@ -46,7 +46,6 @@ from trainables.tune import MODEL_FILE
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-RECORDED_CONFIG = "study.yaml"  # the parent run's artifact holding `config_text` (Tracking.start_parent)
 
 
 class StudyInterrupted(Exception):
@@ -202,14 +201,14 @@ class StudyRunner:
 
     def _check_same_config(self, parent) -> None:
         """--resume continues the study as it was started: the effective config (file and --set
-        overrides) equals the one its parent run recorded (`RECORDED_CONFIG`, else its hash tag)."""
+        overrides) equals the one its parent run recorded (`CONFIG_ARTIFACT`, else its hash tag)."""
         import yaml
 
-        from analysis.store import downloaded
+        from analysis.store import CONFIG_ARTIFACT, downloaded
 
         recorded = None
         try:
-            with downloaded(self.tracking.client, parent.info.run_id, RECORDED_CONFIG) as path:
+            with downloaded(self.tracking.client, parent.info.run_id, CONFIG_ARTIFACT) as path:
                 recorded = yaml.safe_load(path.read_text())
         except (FileNotFoundError, yaml.YAMLError):
             pass  # a parent run without a readable config: its config_hash tag decides

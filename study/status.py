@@ -168,10 +168,10 @@ def _recorded_metric(client, parent) -> str:
         return parent.data.tags[METRIC_TAG]
     import yaml
 
-    from analysis.store import downloaded
+    from analysis.store import CONFIG_ARTIFACT, downloaded
 
     try:
-        with downloaded(client, parent.info.run_id, "study.yaml") as path:
+        with downloaded(client, parent.info.run_id, CONFIG_ARTIFACT) as path:
             raw = yaml.safe_load(path.read_text()) or {}
         return str((raw.get("sweep") or {}).get("metric", DEFAULT_METRIC))
     except (FileNotFoundError, yaml.YAMLError, AttributeError):

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.store import artifact_root, check_reachable, downloaded, search_all
+from analysis.store import CONFIG_ARTIFACT, artifact_root, check_reachable, downloaded, search_all
 from trainables.errors import UserError
 from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, split_config
@@ -157,8 +157,8 @@ class Tracking:
         run = self.client.create_run(self.experiment_id, run_name=self.study, tags={
             "kind": "parent", "study": self.study, "config_hash": config_hash, "code_version": code_version})
         with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "study.yaml").write_text(config_text)
-            self.client.log_artifact(run.info.run_id, str(Path(d) / "study.yaml"))
+            (Path(d) / CONFIG_ARTIFACT).write_text(config_text)
+            self.client.log_artifact(run.info.run_id, str(Path(d) / CONFIG_ARTIFACT))
         return run.info.run_id
 
     def children(self, stage: str | None = None, status: str | None = None) -> list:
