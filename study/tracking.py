@@ -37,7 +37,7 @@ from trainables.errors import UserError
 from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, split_config
 
-METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s)$")
+METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s|sys_export_s)$")
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
 CHOSEN_FILE = "chosen_hparams.json"
 WAIT_ENV = "CKD_STUDY_TRACKING_WAIT_S"  # how long a stage's end waits for a tracking server that is down

@@ -78,6 +78,14 @@ def test_search_efficiency_smoke(tmp_path):
     assert 3 <= result["tpe_asha_epochs"] <= 4
 
 
+@pytest.mark.slow
+def test_harness_overhead_smoke():
+    result = run_script("harness_overhead", "--smoke", timeout=300)
+    check(result, ["throughput_ratio", "overhead_s_per_trial", "stage_start_s", "steady_overhead_s_per_trial",
+                   "export_s_per_trial"])
+    assert result["export_s_per_trial"] > 0  # its grid trials export their MLflow models
+
+
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

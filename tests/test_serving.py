@@ -31,6 +31,7 @@ from trainables.data.subsets import rows_digest
 from trainables.device import to_input
 from trainables.engine import ImageSet, predict as engine_predict
 from trainables.errors import UserError
+from trainables import serving
 from trainables.models import create_model
 from trainables.serving import (
     DATASETS_FILE, KIND, MODEL_DIR, FakeProbability, face_crop_settings, load_mlflow_model, model_metadata,
@@ -93,6 +94,73 @@ def test_pt2_round_trip_of_test_resnet(saved, detector):
     loaded = load_mlflow_model(saved)
     assert loaded.image_size == SIZE
     np.testing.assert_allclose(loaded.predict(images(3)), want(images(3)).detach().numpy(), rtol=0, atol=1e-5)
+
+
+class _Scaled(torch.nn.Module):
+    """A detector whose logits are multiplied by a plain attribute: not in its repr, not in its
+    state, baked into a traced graph as a constant."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.head, self.scale = torch.nn.Conv2d(3, 2, 1), scale
+
+    def forward(self, x):
+        return x, self.head(x).mean((2, 3)) * self.scale
+
+
+def _saves(monkeypatch) -> list[Path]:
+    """Folders that were traced afresh (not made from a template), in order; no template kept."""
+    traced: list[Path] = []
+    full = serving._export_and_save
+    monkeypatch.setattr(serving, "_TEMPLATES", {})
+    monkeypatch.setattr(serving, "_export_and_save", lambda w, e, path, *a: (traced.append(path), full(w, e, path, *a)))
+    return traced
+
+
+def test_later_exports_of_a_structure_reuse_its_traced_graph_with_their_own_weights(monkeypatch, tmp_path):
+    traced = _saves(monkeypatch)
+    meta = model_metadata("test_resnet", SIZE)
+    folders, models = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(create_model("test_resnet").eval())
+        folders.append(save_mlflow_model(models[-1], tmp_path / f"m{seed}", SIZE, {**meta, "cell": f"c{seed}"}))
+    assert traced == [folders[0]]  # traced once; the two others from its template
+    x = images(4, seed=7)
+    outputs = []
+    for seed, (folder, model) in enumerate(zip(folders, models)):
+        loaded = load_mlflow_model(folder)
+        assert loaded.metadata["cell"] == f"c{seed}"
+        with torch.no_grad():
+            want = FakeProbability(model).eval()(x).numpy()
+        np.testing.assert_allclose(loaded.predict(x), want, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(mlflow.pyfunc.load_model(str(folder)).predict(x.numpy()), want, rtol=0, atol=1e-5)
+        outputs.append(want)
+    assert not np.allclose(outputs[1], outputs[2], atol=1e-4)  # the weights did differ
+    files = [sorted(str(f.relative_to(folder)) for f in folder.rglob("*")) for folder in folders]
+    assert files[0] == files[1] == files[2]
+    uuids = {yaml.safe_load((f / "MLmodel").read_text())["model_uuid"] for f in folders}
+    assert len(uuids) == 3
+    # another image size or architecture is another graph: traced again
+    save_mlflow_model(models[0], tmp_path / "size", 2 * SIZE, meta)
+    save_mlflow_model(create_model("mobilenetv3_small_050").eval(), tmp_path / "arch", SIZE, meta)
+    assert traced[1:] == [tmp_path / "size", tmp_path / "arch"]
+
+
+def test_a_template_whose_graph_does_not_give_the_models_output_is_traced_again(monkeypatch, tmp_path):
+    traced = _saves(monkeypatch)
+    meta = model_metadata("scaled", SIZE)
+    torch.manual_seed(0)
+    one, three = _Scaled(1.0).eval(), _Scaled(3.0).eval()
+    three.load_state_dict(one.state_dict())
+    assert serving._structure_key(FakeProbability(one), SIZE) == serving._structure_key(FakeProbability(three), SIZE)
+    save_mlflow_model(one, tmp_path / "one", SIZE, meta)
+    save_mlflow_model(three, tmp_path / "three", SIZE, meta)
+    assert traced == [tmp_path / "one", tmp_path / "three"]  # the check refused the template
+    x = images(3)
+    with torch.no_grad():
+        want = FakeProbability(three).eval()(x).numpy()
+    np.testing.assert_allclose(load_mlflow_model(tmp_path / "three").predict(x), want, rtol=0, atol=1e-6)
 
 
 def test_only_detectors_saved_by_the_project_load(tmp_path):
@@ -255,6 +323,7 @@ def test_trials_log_models_and_datasets_and_pyfunc_equals_the_engine(study):
         for run in runs:
             model = logged_model_of(client, run.info.run_id, study["exp"])
             assert model is not None and str(model.status).endswith("READY"), run.data.tags["cell"]
+            assert run.data.metrics["sys_export_s"] > 0  # the export's seconds, recorded
             inputs = {i.tags[0].value: i.dataset for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
             assert set(inputs) == {"training", "validation", "test"}
             assert inputs["test"].digest == run.data.tags["test_rows"]

@@ -124,7 +124,7 @@ def test_a_sqlite_studys_artifacts_live_beside_its_database_not_in_the_current_f
 def test_a_trials_memory_and_data_preparation_are_recorded_but_not_rays_noise():
     from study.tracking import METRIC_RE
 
-    kept = {"sys_peak_rss_mb", "sys_data_prep_s", "val_auc", "test_acc", "train_loss", "epoch", "lr"}
+    kept = {"sys_peak_rss_mb", "sys_data_prep_s", "sys_export_s", "val_auc", "test_acc", "train_loss", "epoch", "lr"}
     dropped = {"sys_data_prep_start", "time_total_s", "config/cell", "training_iteration", "node_id"}
     assert {k for k in kept | dropped if METRIC_RE.match(k)} == kept
 

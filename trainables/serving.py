@@ -20,9 +20,12 @@ MLflow and torch.export are imported inside the functions: importing this module
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
+import hashlib
 import json
 import os
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,31 +123,128 @@ def save_mlflow_model(detector: Detector, path: str | Path, image_size: int,
     """Export `detector` (a copy, on the CPU, in eval mode) as an MLflow pytorch-flavour model
     folder at `path` (which must not exist): pt2 format, signature uint8 (-1, 3, S, S) -> float32
     (-1,), an input example, `metadata`. The pyfunc loads it on the CPU (`device: cpu`: a pt2
-    graph cannot move to another device)."""
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    graph cannot move to another device).
 
+    Tracing is most of an export's cost (0.3 s of 0.4 s for test_resnet at 64 px), and every
+    trial of a stage exports the same graph with other weights: the first export of a
+    structure in this process (`_structure_key`: the module tree, its tensors' names, shapes
+    and dtypes, its non-persistent buffers, the image size) is kept in `_TEMPLATES`, and later
+    ones put their weights into that traced program instead of tracing again
+    (`_save_from_template`), checked against the eager model on the input example."""
     wrapper = FakeProbability(copy.deepcopy(detector)).cpu().float().eval()
     wrapper = wrapper.to(memory_format=torch.contiguous_format)  # a CUDA run may train channels_last
     example = np.random.default_rng(0).integers(0, 256, (EXAMPLE_BATCH, 3, image_size, image_size), dtype=np.uint8)
+    path = Path(path)
+    key = _structure_key(wrapper, image_size)
+    template = _TEMPLATES.get(key)
+    if template is not None and _save_from_template(template, wrapper, example, path, metadata):
+        return path
+    _export_and_save(wrapper, example, path, image_size, metadata)
+    _remember(key, path)
+    return path
+
+
+def _export_and_save(wrapper: FakeProbability, example: np.ndarray, path: Path, image_size: int,
+                     metadata: Mapping[str, Any]) -> None:
+    """The full export: MLflow traces `wrapper` with torch.export and writes the folder."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
     requirements = [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}"]
     signature = ModelSignature(  # given, not inferred: inferring runs the model once more
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, image_size, image_size))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
-    path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes on the traced graph
         mlflow.pytorch.save_model(wrapper, str(path), serialization_format="pt2", input_example=example,
                                   signature=signature, pip_requirements=requirements, metadata=dict(metadata))
-    mlmodel = Model.load(str(path))
-    mlmodel.flavors["python_function"]["config"] = {"device": "cpu"}
-    mlmodel.save(str(path / "MLmodel"))
+    _write_mlmodel(path, metadata, config_only=True)
     serving = path / "serving_input_example.json"
     if serving.is_file():  # written indented (one number a line): several MB at 299 px
         serving.write_text(json.dumps(json.loads(serving.read_text()), separators=(",", ":")))
-    return path
+
+
+def _write_mlmodel(path: Path, metadata: Mapping[str, Any], config_only: bool = False) -> None:
+    """The MLmodel file: the pyfunc's `device: cpu` config and, for a folder made from a template,
+    this model's own metadata, uuid and creation time."""
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(path))
+    mlmodel.flavors["python_function"]["config"] = {"device": "cpu"}
+    if not config_only:
+        mlmodel.metadata = dict(metadata)
+        mlmodel.model_uuid = uuid.uuid4().hex
+        mlmodel.utc_time_created = str(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+    mlmodel.save(str(path / "MLmodel"))
+
+
+PT2_FILE = Path("data") / "model.pt2"  # where MLflow's pt2 format keeps the program in the folder
+TEMPLATES_KEPT = 2  # structures remembered per process: a stage trains one or two architectures
+
+
+@dataclass
+class _Template:
+    program: Any  # torch.export.ExportedProgram traced once; its state_dict is replaced per model
+    files: dict[str, bytes]  # every other file of the folder, by relative path
+
+
+_TEMPLATES: dict[tuple, _Template] = {}  # insertion order = least recently used first
+
+
+def _structure_key(wrapper: nn.Module, image_size: int) -> tuple:
+    """What decides the traced graph, apart from the weights' values: the module tree (its repr
+    names every layer and its settings), the state's names, shapes and dtypes, the values of the
+    non-persistent buffers (constants of the graph) and the image size."""
+    state = wrapper.state_dict()
+    tensors = tuple((name, tuple(t.shape), str(t.dtype)) for name, t in state.items())
+    constants = hashlib.sha256()
+    for name, buf in wrapper.named_buffers():
+        if name not in state:
+            constants.update(name.encode() + buf.detach().cpu().contiguous().numpy().tobytes())
+    return type(wrapper.detector).__qualname__, repr(wrapper), tensors, constants.hexdigest(), int(image_size)
+
+
+def _remember(key: tuple, path: Path) -> None:
+    """Keep the folder just written by a full export as the template of its structure."""
+    try:
+        program = torch.export.load(str(path / PT2_FILE))
+    except Exception:  # noqa: BLE001  (no template: the next model of this structure is traced again)
+        return
+    files = {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*"))
+             if f.is_file() and f.relative_to(path) != PT2_FILE}
+    _TEMPLATES.pop(key, None)
+    _TEMPLATES[key] = _Template(program, files)
+    while len(_TEMPLATES) > TEMPLATES_KEPT:
+        _TEMPLATES.pop(next(iter(_TEMPLATES)))
+
+
+def _save_from_template(template: _Template, wrapper: FakeProbability, example: np.ndarray, path: Path,
+                        metadata: Mapping[str, Any]) -> bool:
+    """The template's program with `wrapper`'s weights, written as a folder at `path`; False (and
+    nothing written) when the program does not give the eager model's output on the example
+    (a graph that depends on the weights' values): the caller then traces it afresh."""
+    program = template.program
+    state = wrapper.state_dict()
+    if set(state) != set(program.state_dict):
+        return False
+    for name, old in program.state_dict.items():
+        new = state[name].detach()
+        program.state_dict[name] = nn.Parameter(new, requires_grad=False) if isinstance(old, nn.Parameter) else new
+    x = torch.from_numpy(example)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not torch.allclose(program.module()(x), wrapper(x), rtol=1e-4, atol=1e-6):
+            return False
+    path.mkdir(parents=True)
+    for rel, data in template.files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(data)
+    (path / PT2_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path / PT2_FILE))
+    _write_mlmodel(path, metadata)
+    return True
 
 
 @dataclass

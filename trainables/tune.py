@@ -93,24 +93,29 @@ def _node_id() -> dict[str, str]:
         return {}
 
 
-def _export(model, spec: TrialSpec, tags: RunTags, folder: Path) -> None:
+def _export(model, spec: TrialSpec, tags: RunTags, folder: Path) -> dict[str, float]:
     """Beside `model.pt`: the MLflow model (`EXPORT_STAGES` only) and, for every trial, the
     dataset records (see trainables.serving). A model torch.export cannot trace leaves the
-    reason in a file: the trial itself has not failed."""
+    reason in a file: the trial itself has not failed. Returns `sys_export_s`, the seconds the
+    MLflow model took (export stages only)."""
     from trainables import serving
 
+    timing: dict[str, float] = {}
     if tags.stage in EXPORT_STAGES:
+        t0 = time.perf_counter()
         try:
             meta = serving.model_metadata(spec.arch, spec.image_size, serving.face_crop_settings(spec.data),
                                           stage=tags.stage, cell=tags.cell)
             serving.save_mlflow_model(model, folder / serving.MODEL_DIR, spec.image_size, meta)
         except Exception as exc:  # noqa: BLE001  (any export failure: recorded, the trial goes on)
             (folder / serving.EXPORT_ERROR_FILE).write_text(f"{exc.__class__.__name__}: {exc}\n")
+        timing["sys_export_s"] = time.perf_counter() - t0
     try:
         records = serving.trial_datasets(spec, tags.source)
         (folder / serving.DATASETS_FILE).write_text(json.dumps(records))
     except Exception:  # noqa: BLE001  (e.g. a data root this node no longer sees: no dataset records)
         pass
+    return timing
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -147,7 +152,7 @@ def train_trial(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         model = outcome.result.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / MODEL_FILE)
-        _export(model, spec, tags, Path(d))
+        final.update(_export(model, spec, tags, Path(d)))
         metrics = {**_finite(final), **node, **outcome.tags}  # tags: digests of the scored rows
         (Path(d) / FINAL_FILE).write_text(json.dumps(metrics))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
