@@ -27,6 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import space_keys
 from study.config import Resources, StudyConfig, check_same_config, recorded_text
 from study.config_reader import set_options
+from study.per_cell import PerCellScheduler, PerCellSearch
 from study.plan import (
     STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
@@ -316,20 +317,26 @@ class StudyRunner:
                 self.tracking.client.set_tag(run_id, "checkpoint_sha256", sha256_file(dest))
 
     def sweep(self, teachers) -> None:
+        """Every swept (method, volume) in one Tuner (`study.per_cell`): each cell keeps its own
+        Optuna searcher (seeded `sweep.seed`) and ASHA ladder and gets `sweep.trials` trials, and
+        the cells share the stage's workers instead of starting new ones per cell."""
         sw = self.cfg.sweep
         cells = sweep_cells(self.cfg, teachers)
-        record_planned(self.tracking.client, self._parent, "sweep", len(cells) * sw.trials)
+        total = len(cells) * sw.trials
+        record_planned(self.tracking.client, self._parent, "sweep", total)
+        searchers, schedulers = [], {}
         for cell, space in cells:
-            method, volume = cell.tags.method, cell.tags.volume
             epochs = HParams.from_dict(cell.hparams).epochs
-            searcher = OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)
-            scheduler = (ASHAScheduler(metric=sw.metric, mode="max", max_t=epochs,
-                                       grace_period=min(sw.grace_period, epochs), reduction_factor=2)
-                         if sw.scheduler == "asha" else FIFOScheduler())
-            stage = StageSummary(f"sweep-{method}-v{volume}")
-            self._fit(stage.name, {"cell": cell.config()}, stage, sw.trials, search_alg=searcher,
-                      scheduler=scheduler, num_samples=sw.trials)
-            self.summary.stages.append(stage)
+            searchers.append((cell.config(), OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)))
+            schedulers[cell.tags.cell] = (
+                ASHAScheduler(metric=sw.metric, mode="max", max_t=epochs,
+                              grace_period=min(sw.grace_period, epochs), reduction_factor=2)
+                if sw.scheduler == "asha" else FIFOScheduler())
+        stage = StageSummary("sweep")
+        self._fit(stage.name, {}, stage, total, num_samples=total,
+                  search_alg=PerCellSearch(searchers, sw.trials, sw.metric, "max"),
+                  scheduler=PerCellScheduler(schedulers))
+        self.summary.stages.append(stage)
 
     def chosen_hparams(self) -> dict[tuple[str, int], dict[str, Any]]:
         """Per swept (method, volume): the searched values of the best complete run on validation

@@ -225,3 +225,52 @@ def test_one_config_run_twice_one_at_a_time_chooses_the_same_and_retrains_on_req
         sweeps.append(list(zip(sweep["params.tau"], sweep["params.lam"], sweep["params.batch_size"])))
     assert sweeps[0] == sweeps[1] and len(sweeps[0]) == 3  # the same trials in the same order
     assert chosen[0] == chosen[1] and chosen[0][0]["method"] == "ckd"
+
+
+def test_a_sweep_interrupted_mid_way_resumes_to_each_cells_budget(tmp_path, synthetic_root):
+    """Every swept cell runs in one Tuner (study/per_cell.py): after Ctrl+C and --resume each
+    (method, volume) has exactly `sweep.trials` trials, the finished ones untouched."""
+    work = tmp_path / "w"
+    cfg = write_config(tmp_path / "sw.yaml", synthetic_root, "sw", teachers=[],
+                       students={"pairs": ["test_efficientnet"], "methods": ["vt"], "volumes": [10, 20],
+                                 "seeds": [0], "hparams": {"epochs": 4, "min_steps": 6}},
+                       sweep={"spaces": {"vt": "vt"}, "trials": 3, "volumes": [10, 20], "max_eval_per_class": 30},
+                       ablations={}, grid={"hparams": "sweep"})
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work),
+                             "--quiet", "--max-concurrent", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sweep_dir = work / "ray" / "sw" / "sweep"
+    deadline = time.time() + 300
+
+    def one_done_one_running() -> bool:
+        if not sweep_dir.exists():
+            return False
+        frame = runs(work, "sw")
+        if "tags.kind" not in frame.columns:
+            return False
+        status = list(children(frame)["status"])
+        return status.count("FINISHED") >= 1 and status.count("RUNNING") >= 1
+
+    while time.time() < deadline and not one_done_one_running():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    first = children(runs(work, "sw"))
+    assert set(first["tags.stage"]) == {"sweep"} and len(first) < 6
+
+    resumed = study("run", str(cfg), "--workdir", str(work), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = children(runs(work, "sw"))
+    sweep = final[final["tags.stage"] == "sweep"]
+    assert sweep["tags.trial_id"].is_unique and set(sweep["status"]) == {"FINISHED"}
+    assert sweep.groupby("tags.volume").size().to_dict() == {"10": 3, "20": 3}  # each cell's budget
+    assert not (work / "ray" / "sw" / "sweep-vt-v10").exists()  # one Tuner for the cells
+    finished_before = first.loc[first["status"] == "FINISHED", ["run_id", "end_time"]]
+    assert len(finished_before)
+    for run_id, end in finished_before.itertuples(index=False):
+        assert final.loc[final["run_id"] == run_id, "end_time"].iloc[0] == end
+    grid = final[final["tags.stage"] == "grid"]
+    assert len(grid) == 2 and set(grid["tags.hparams_from"]) == {"sweep"}
