@@ -321,6 +321,7 @@ class StudyRunner:
         Optuna searcher (seeded `sweep.seed`) and ASHA ladder and gets `sweep.trials` trials, and
         the cells share the stage's workers instead of starting new ones per cell."""
         sw = self.cfg.sweep
+        self._refuse_per_cell_sweep()
         cells = sweep_cells(self.cfg, teachers)
         total = len(cells) * sw.trials
         record_planned(self.tracking.client, self._parent, "sweep", total)
@@ -337,6 +338,19 @@ class StudyRunner:
                   search_alg=PerCellSearch(searchers, sw.trials, sw.metric, "max"),
                   scheduler=PerCellScheduler(schedulers))
         self.summary.stages.append(stage)
+
+    def _refuse_per_cell_sweep(self) -> None:
+        """A study whose sweep an older version ran as one Tuner per cell (`sweep-<method>-v<volume>`
+        folders) cannot be continued here: a new sweep Tuner would run every cell's trials again
+        beside the recorded ones, and the cells would no longer have equal budgets."""
+        if "://" in self.storage or (Path(self.storage) / "sweep").exists():
+            return
+        old = sorted(p.name for p in Path(self.storage).glob("sweep-*") if p.is_dir())
+        if old:
+            raise UserError(
+                f"the sweep of study {self.cfg.name!r} was run by an older ckd-study, one Tuner per cell "
+                f"({', '.join(old)} in {self.storage}): continue it with the version that started it (the "
+                "parent run's code_version tag), or run the study again under another name or --workdir")
 
     def chosen_hparams(self) -> dict[tuple[str, int], dict[str, Any]]:
         """Per swept (method, volume): the searched values of the best complete run on validation

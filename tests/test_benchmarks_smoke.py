@@ -86,6 +86,13 @@ def test_harness_overhead_smoke():
     assert result["export_s_per_trial"] > 0  # its grid trials export their MLflow models
 
 
+@pytest.mark.slow
+def test_sweep_stage_smoke():
+    result = run_script("sweep_stage", "--smoke", timeout=300)
+    check(result, ["one_tuner_s", "per_cell_tuners_s", "ratio"])
+    assert "saved_s_per_cell" in result  # may be negative on a noisy machine: only its presence is checked
+
+
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

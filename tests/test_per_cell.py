@@ -4,6 +4,7 @@ within a cell only, and the searcher's state surviving a save and restore (a res
 No Ray cluster: the searcher and scheduler are driven as Tune's controller drives them."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -113,3 +114,22 @@ def test_asha_stops_a_trial_only_against_trials_of_its_own_cell():
     scheduler.on_trial_complete(None, good1, {"training_iteration": 4, "val_auc": 0.9})
     scheduler.on_trial_remove(None, weak2)
     assert "vt:" in scheduler.debug_string() and "ckd:" in scheduler.debug_string()
+
+
+def test_a_sweep_an_older_version_ran_per_cell_is_refused_not_run_again(tmp_path):
+    import pytest
+
+    from study.config import parse_config
+    from study.runner import RunOptions, StudyRunner
+    from trainables.errors import UserError
+
+    raw = {"name": "s", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "image_size": 32},
+           "teachers": [], "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [10]},
+           "sweep": {"spaces": {"vt": "vt"}, "trials": 2, "volumes": [10]}}
+    runner = StudyRunner(parse_config(raw, "s.yaml", tmp_path), RunOptions(workdir=tmp_path))
+    runner._refuse_per_cell_sweep()  # nothing recorded: fine
+    (Path(runner.storage) / "sweep-vt-v10").mkdir(parents=True)
+    with pytest.raises(UserError, match="one Tuner per cell .*sweep-vt-v10.*code_version"):
+        runner._refuse_per_cell_sweep()
+    (Path(runner.storage) / "sweep").mkdir()  # a sweep this version started: its own to resume
+    runner._refuse_per_cell_sweep()
