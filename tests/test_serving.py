@@ -126,6 +126,8 @@ def test_later_exports_of_a_structure_reuse_its_traced_graph_with_their_own_weig
         models.append(create_model("test_resnet").eval())
         folders.append(save_mlflow_model(models[-1], tmp_path / f"m{seed}", SIZE, {**meta, "cell": f"c{seed}"}))
     assert traced == [folders[0]]  # traced once; the two others from its template
+    (template,) = serving._TEMPLATES.values()  # it holds the graph, no model's weights
+    assert all(t.device.type == "meta" for t in template.program.state_dict.values())
     x = images(4, seed=7)
     outputs = []
     for seed, (folder, model) in enumerate(zip(folders, models)):

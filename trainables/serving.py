@@ -186,7 +186,7 @@ TEMPLATES_KEPT = 2  # structures remembered per process: a stage trains one or t
 
 @dataclass
 class _Template:
-    program: Any  # torch.export.ExportedProgram traced once; its state_dict is replaced per model
+    program: Any  # torch.export.ExportedProgram traced once; its state_dict (meta tensors) replaced per model
     files: dict[str, bytes]  # every other file of the folder, by relative path
 
 
@@ -214,6 +214,7 @@ def _remember(key: tuple, path: Path) -> None:
         return
     files = {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*"))
              if f.is_file() and f.relative_to(path) != PT2_FILE}
+    _drop_weights(program)
     _TEMPLATES.pop(key, None)
     _TEMPLATES[key] = _Template(program, files)
     while len(_TEMPLATES) > TEMPLATES_KEPT:
@@ -243,8 +244,17 @@ def _save_from_template(template: _Template, wrapper: FakeProbability, example: 
         (path / rel).write_bytes(data)
     (path / PT2_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path / PT2_FILE))
+    _drop_weights(program)
     _write_mlmodel(path, metadata)
     return True
+
+
+def _drop_weights(program) -> None:
+    """Between two exports a template keeps the graph, not a model's weights (88 MB for Xception):
+    its tensors become shape-only (meta) stand-ins, all replaced by the next model's."""
+    for name, t in list(program.state_dict.items()):
+        meta = torch.empty_like(t, device="meta")
+        program.state_dict[name] = nn.Parameter(meta, requires_grad=False) if isinstance(t, nn.Parameter) else meta
 
 
 @dataclass
