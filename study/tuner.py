@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ray import tune
+from ray.tune.search import SearchGenerator, Searcher
 
 from study.progress import Heartbeat, StageProgress
+from trainables.errors import UserError
 from trainables.tune import train_trial
 
 
@@ -35,8 +38,26 @@ def restored_tuner(path: str, resources: dict[str, float]) -> tune.Tuner | None:
     trials to be resumed; None when there is none."""
     if not tune.Tuner.can_restore(path):
         return None
+    check_search_state(path)
     return tune.Tuner.restore(path, tune.with_resources(train_trial, resources),
                               resume_unfinished=True, resume_errored=True)
+
+
+def check_search_state(path: str) -> None:
+    """A stage with a searcher (the sweep) saves two files: the search generator's state and the
+    searcher's. With the second missing, Ray Tune 2.60 logs "Failed to restore the run state",
+    restarts the experiment and then waits forever (seen on a sweep whose searcher file was
+    deleted): refuse to resume instead, saying which file and what to do."""
+    if "://" in path:
+        return  # remote storage: Ray reads it; nothing to look at here
+    folder = Path(path)
+    if any(folder.glob(SearchGenerator.CKPT_FILE_TMPL.format("*"))) and not any(
+            folder.glob(Searcher.CKPT_FILE_TMPL.format("*"))):
+        raise UserError(
+            f"cannot resume the stage in {folder}: its searcher's saved state "
+            f"({Searcher.CKPT_FILE_TMPL.format('*')}) is missing beside {SearchGenerator.CKPT_FILE_TMPL.format('*')}. "
+            "Restore the file from a backup, or run the study again under another name or --workdir "
+            "(what finished stays recorded in MLflow)")
 
 
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # read by Tune at each fit(); "0": its older output engine

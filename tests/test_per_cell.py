@@ -133,3 +133,19 @@ def test_a_sweep_an_older_version_ran_per_cell_is_refused_not_run_again(tmp_path
         runner._refuse_per_cell_sweep()
     (Path(runner.storage) / "sweep").mkdir()  # a sweep this version started: its own to resume
     runner._refuse_per_cell_sweep()
+
+
+def test_a_sweep_whose_searcher_state_is_missing_is_refused_not_restarted(tmp_path):
+    """Ray Tune restarts such an experiment and then waits forever (seen): the runner refuses."""
+    import pytest
+
+    from study.tuner import check_search_state
+    from trainables.errors import UserError
+
+    check_search_state(str(tmp_path))  # nothing saved: fine
+    (tmp_path / "search_gen_state-2026-11-29_21-57-01.json").write_text("{}")
+    with pytest.raises(UserError, match="searcher's saved state .*searcher-state-.*is missing"):
+        check_search_state(str(tmp_path))
+    (tmp_path / "searcher-state-2026-11-29_21-57-01.pkl").write_bytes(b"")
+    check_search_state(str(tmp_path))
+    check_search_state("s3://bucket/study/sweep")  # remote: left to Ray
