@@ -143,9 +143,12 @@ def test_later_exports_of_a_structure_reuse_its_traced_graph_with_their_own_weig
     assert files[0] == files[1] == files[2]
     uuids = {yaml.safe_load((f / "MLmodel").read_text())["model_uuid"] for f in folders}
     assert len(uuids) == 3
-    # another image size or architecture is another graph: traced again
+    # another image size or architecture is another graph: traced again; of the structures
+    # seen, the two most recently used keep their templates
     save_mlflow_model(models[0], tmp_path / "size", 2 * SIZE, meta)
+    save_mlflow_model(models[1], tmp_path / "again", SIZE, meta)  # from its template: now the most recent
     save_mlflow_model(create_model("mobilenetv3_small_050").eval(), tmp_path / "arch", SIZE, meta)
+    save_mlflow_model(models[2], tmp_path / "again2", SIZE, meta)  # still kept ("size" was dropped)
     assert traced[1:] == [tmp_path / "size", tmp_path / "arch"]
 
 

@@ -136,9 +136,11 @@ def save_mlflow_model(detector: Detector, path: str | Path, image_size: int,
     example = np.random.default_rng(0).integers(0, 256, (EXAMPLE_BATCH, 3, image_size, image_size), dtype=np.uint8)
     path = Path(path)
     key = _structure_key(wrapper, image_size)
-    template = _TEMPLATES.get(key)
-    if template is not None and _save_from_template(template, wrapper, example, path, metadata):
-        return path
+    template = _TEMPLATES.pop(key, None)
+    if template is not None:
+        _TEMPLATES[key] = template  # now the most recently used
+        if _save_from_template(template, wrapper, example, path, metadata):
+            return path
     _export_and_save(wrapper, example, path, image_size, metadata)
     _remember(key, path)
     return path
