@@ -154,20 +154,20 @@ def test_crashed_trial_resumes_from_its_checkpoint_with_the_same_result(tmp_path
     assert sorted({m.step for m in history}) == [0, 1, 2]
 
 
-def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, synthetic_root):
-    work = tmp_path / "w"
-    cfg = grid_only(tmp_path, synthetic_root, "intr", epochs=6, seeds=(0, 1, 2, 3))
+def interrupt_mid_stage(cfg: Path, work: Path, name: str, stage: str) -> str:
+    """`study run` (2 trials at a time) sent Ctrl+C once `stage` has one trial finished and one
+    running; checks it exits 130 and returns its stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work),
                              "--quiet", "--max-concurrent", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    grid_dir = work / "ray" / "intr" / "grid"
+    stage_dir = work / "ray" / name / stage
     deadline = time.time() + 300
 
     def one_done_one_running() -> bool:
         # read MLflow only once the Tuner started: the driver has set up the store by then
-        if not grid_dir.exists():
+        if not stage_dir.exists():
             return False
-        frame = runs(work, "intr")
+        frame = runs(work, name)
         if "tags.kind" not in frame.columns:  # no run yet
             return False
         status = list(children(frame)["status"])
@@ -180,6 +180,13 @@ def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, syntheti
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    return err
+
+
+def test_interrupted_driver_exits_nonzero_and_resume_finishes(tmp_path, synthetic_root):
+    work = tmp_path / "w"
+    cfg = grid_only(tmp_path, synthetic_root, "intr", epochs=6, seeds=(0, 1, 2, 3))
+    err = interrupt_mid_stage(cfg, work, "intr", "grid")
     assert f"study run {cfg} --resume" in err
     first = children(runs(work, "intr"))
     assert "RUNNING" not in set(first["status"])  # left KILLED, not RUNNING forever
@@ -236,28 +243,7 @@ def test_a_sweep_interrupted_mid_way_resumes_to_each_cells_budget(tmp_path, synt
                                  "seeds": [0], "hparams": {"epochs": 4, "min_steps": 6}},
                        sweep={"spaces": {"vt": "vt"}, "trials": 3, "volumes": [10, 20], "max_eval_per_class": 30},
                        ablations={}, grid={"hparams": "sweep"})
-    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work),
-                             "--quiet", "--max-concurrent", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sweep_dir = work / "ray" / "sw" / "sweep"
-    deadline = time.time() + 300
-
-    def one_done_one_running() -> bool:
-        if not sweep_dir.exists():
-            return False
-        frame = runs(work, "sw")
-        if "tags.kind" not in frame.columns:
-            return False
-        status = list(children(frame)["status"])
-        return status.count("FINISHED") >= 1 and status.count("RUNNING") >= 1
-
-    while time.time() < deadline and not one_done_one_running():
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    interrupt_mid_stage(cfg, work, "sw", "sweep")
     first = children(runs(work, "sw"))
     assert set(first["tags.stage"]) == {"sweep"} and len(first) < 6
 
