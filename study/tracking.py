@@ -34,12 +34,14 @@ from ray import tune
 
 from analysis.store import CONFIG_ARTIFACT, artifact_root, check_reachable, downloaded, search_all
 from trainables.errors import UserError
+from trainables.hparams import total_steps
 from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, split_config
 
 METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s|sys_export_s)$")
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
 CHOSEN_FILE = "chosen_hparams.json"
+BUDGETS_FILE = "budgets.json"
 WAIT_ENV = "CKD_STUDY_TRACKING_WAIT_S"  # how long a stage's end waits for a tracking server that is down
 WAIT_DEFAULT_S = 600.0  # a server restart or a short network cut, not an outage that needs a person
 BACKOFF_FIRST_S = 1.0  # then doubled after each failed attempt, up to BACKOFF_MAX_S
@@ -200,6 +202,18 @@ class Tracking:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / CHOSEN_FILE).write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
             self.client.log_artifact(run_id, str(Path(d) / CHOSEN_FILE))
+
+    def log_budgets(self, run_id: str, budgets, choices) -> None:
+        """min_steps: auto's outcome on the parent run: `budgets.json` (each volume's budget and
+        every method's choice with the validation means it rests on) and a `budgets` tag."""
+        rows = {"budgets": {str(v): int(b) for v, b in sorted(budgets.items())},
+                "choices": [{"method": m, "volume": v, "steps": c.steps, "converged": c.converged,
+                             "validation_means": [[s, float(x)] for s, x in c.means]}
+                            for (m, v), c in sorted(choices.items())]}
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / BUDGETS_FILE).write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+            self.client.log_artifact(run_id, str(Path(d) / BUDGETS_FILE))
+        self.client.set_tag(run_id, "budgets", ", ".join(f"{v}: {b}" for v, b in sorted(budgets.items())))
 
     def chosen_of(self, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
         """What `log_chosen` recorded on parent run `run_id`."""
@@ -420,6 +434,8 @@ class MLflowTrialCallback(tune.Callback):
         spec, hp, _tags = split_config(config)
         params = {**hp.to_dict(), **{k: getattr(spec, k) for k in SPEC_PARAMS},
                   "teacher_checkpoints": ",".join(t.checkpoint for t in spec.teachers)}
+        if spec.volume is not None:  # a student's budget: its subset holds exactly `volume` images
+            params["steps"] = total_steps(spec.volume, hp)
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "trial.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))

@@ -146,9 +146,12 @@ def test_resume_gives_the_same_model_as_an_undisturbed_run(tmp_path):
 
     resumed = create_model("test_resnet")  # other initial weights: the state must replace them
     torch.manual_seed(123)  # and another process RNG state must not matter either
-    train_student(resumed, [teacher], train, None, hp, resume=saved)
+    result = train_student(resumed, [teacher], train, None, hp, resume=saved)
     for k, v in undisturbed.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+    # the curve is whole after a resume (the convergence diagnostic reads all of it)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[0] == saved["history"][0]
 
 
 def test_diverging_loss_raises_with_the_reason():

@@ -56,6 +56,8 @@ def test_one_run_per_trial_reopened_after_resume(tracking):
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["trial_id"] == "t0001"
     assert run.data.tags["node_ip"] == "127.0.0.1"
     assert run.data.params["tau"] == "0.2" and run.data.params["method"] == "ckd"
+    # the budget: 10 images at the default batch (24, capped at 10) = 1 step an epoch, 2 epochs
+    assert run.data.params["steps"] == "2"
     assert set(run.data.metrics) == {"epoch", "val_auc", "train_loss", "test_acc"}  # no time_*/config/* noise
     history = MlflowClient(t.uri).get_metric_history(run.info.run_id, "val_auc")
     assert [(m.step, m.value) for m in history] == [(0, 0.6), (1, 0.7)]

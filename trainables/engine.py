@@ -28,7 +28,7 @@ from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
     IMAGENET_MEAN, IMAGENET_STD, autocast, configure_device, eval_batch_size, memory_format, pick_device,
     to_input,
 )
-from trainables.hparams import HParams
+from trainables.hparams import HParams, steps_per_epoch  # noqa: F401  (steps_per_epoch: re-exported)
 from trainables.losses import LossContext, Outputs, baseline_method, build_loss, needs_teachers
 from trainables.metrics import compute_metrics
 from trainables.models import Detector
@@ -192,11 +192,6 @@ def batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> 
         pool = pool[batch_size:]
 
 
-def steps_per_epoch(n: int, hp: HParams) -> int:
-    per_epoch = math.ceil(n / min(hp.batch_size, n))
-    return max(per_epoch, math.ceil(hp.min_steps / hp.epochs))
-
-
 def make_optimizer(params, hp: HParams) -> torch.optim.Optimizer:
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay, nesterov=True)
@@ -273,7 +268,8 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
     set_seed(hp.seed)
     run = _Run.build(model, teachers, train, hp, device, teacher_caches, cache_teachers)
     start_epoch = run.restore(resume) if resume is not None else 0
-    result = TrainResult(model)
+    # the per-epoch metrics so far travel in the resumable state: a resumed run's curve is whole
+    result = TrainResult(model, history=[dict(h) for h in (resume or {}).get("history", [])])
     stream = BatchStream(train, pin_memory=device.type == "cuda") if isinstance(train, FileSet) else None
     try:
         for epoch in range(start_epoch, hp.epochs):
@@ -295,7 +291,8 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
                 model.train()
             result.history.append(metrics)
             if on_epoch is not None:
-                on_epoch(epoch, metrics, lambda epoch=epoch: run.state(epoch))
+                on_epoch(epoch, metrics,
+                         lambda epoch=epoch: {**run.state(epoch), "history": copy.deepcopy(result.history)})
     finally:
         if stream is not None:
             stream.close()

@@ -10,6 +10,7 @@ the common keys plus this method's options only (what a run logs as params).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
@@ -108,6 +109,18 @@ class HParams:
         validate = getattr(self.options, "validate", None)
         if validate is not None:
             validate(where)
+
+
+def steps_per_epoch(n: int, hp: HParams) -> int:
+    """Optimiser steps an epoch of `n` training images takes: a pass over them, or more when
+    `min_steps` spread over the epochs asks for more."""
+    per_epoch = math.ceil(n / min(hp.batch_size, n))
+    return max(per_epoch, math.ceil(hp.min_steps / hp.epochs))
+
+
+def total_steps(n: int, hp: HParams) -> int:
+    """The training budget of `n` images: every optimiser step of every epoch."""
+    return hp.epochs * steps_per_epoch(n, hp)
 
 
 def check(obj: Any, where: str, *, choices: Mapping[str, Iterable] = {}, positive: Iterable[str] = (),

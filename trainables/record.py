@@ -16,13 +16,13 @@ class RunTags:
     """The planned identity of one trial, typed; `to_mlflow` / `from_mlflow` are the only
     conversions to and from MLflow's strings."""
 
-    stage: str  # teachers | sweep | grid | ablations
+    stage: str  # teachers | budget | sweep | grid | ablations
     source: str  # the dataset source (an FF++ manipulation, Celeb-DF, synthetic, ...)
     method: str
     student: str  # the trained model (a teacher run: the teacher's architecture)
-    seed: int
+    seed: int  # the student's initial weights and training order
     volume: int | None  # training images; None: the whole train split
-    cell: str  # source/pair/method/volume/seed: one table cell and seed
+    cell: str  # source/pair/method/volume/seed (…/d<draw>s<seed> with students.draws): one table cell and seed
     teachers: str = ""  # "+"-joined teacher names; "" when the method distils from none
     pair: str = ""  # "teachers->student"
     teacher_name: str = ""  # a teacher run's own name
@@ -31,6 +31,14 @@ class RunTags:
     k: int | None = None  # the K ablation's K
     space: str = ""  # a sweep trial's search space
     config_hash: str = ""  # what was trained (TrialSpec identity + hyperparameters), set by the plan
+    budget: int | None = None  # the budget stage's trial: the min_steps it tries
+    draw: int | None = None  # which images form the subset (students.draws); None: runs recorded before draws
+                             # existed, whose subset was drawn with the seed (`draw_or_seed`)
+
+    @property
+    def draw_or_seed(self) -> int:
+        """The subset draw: `draw`, or the seed for runs whose subset the seed drew."""
+        return self.seed if self.draw is None else self.draw
 
     @property
     def volume_label(self) -> str:
@@ -62,7 +70,7 @@ class RunTags:
             raw = tags.get(f.name)
             if f.name == "volume":
                 values["volume"] = None if raw in (None, "", FULL) else integer(raw)
-            elif f.name in ("seed", "k"):
+            elif f.name in ("seed", "k", "draw", "budget"):
                 parsed = integer(raw) if raw is not None else None
                 values[f.name] = (parsed if parsed is not None else -1) if f.name == "seed" else parsed
             else:

@@ -8,6 +8,7 @@ trials when `spec.cache_dir` is set): a teacher model is built only when they ar
 from __future__ import annotations
 
 import functools
+import math
 import resource
 import time
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
+from trainables.convergence import CURVE_METRIC, LATE_GAIN, late_gain
 from trainables.data import read_index
 from trainables.data.decoded import DecodedStore
 from trainables.data.held import DEFAULT_BUDGET, HeldSets
@@ -268,6 +270,9 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     metrics: dict[str, float] = {}
     if result.history:
         metrics.update({k: v for k, v in result.history[-1].items() if k.startswith("val_")})
+        gain = late_gain([h.get(CURVE_METRIC, math.nan) for h in result.history])
+        if not math.isnan(gain):  # has it finished learning? (trainables.convergence)
+            metrics[LATE_GAIN] = gain
     elif val is not None:  # resumed after the last epoch: evaluate the restored model
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val, device, hp).items()})
     if "test" in records:
