@@ -7,6 +7,7 @@ from typing import Sequence
 import pandas as pd
 
 from analysis.tables import TableView
+from trainables.convergence import LATE_GAIN_TOL
 
 METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER", "ap": "AP",
                 **{f"video_{k}": f"video {v}" for k, v in (("acc", "ACC"), ("bacc", "balanced ACC"),
@@ -14,6 +15,11 @@ METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER"
 DAGGER = "†"
 UNTUNED_NOTE = (f"{DAGGER} the paper's fixed hyperparameters, not swept (grid.untuned), beside cells whose "
                 "hyperparameters were swept: not an equal-footing comparison.")
+DDAGGER = "‡"
+UNCONVERGED_NOTE = (f"{DDAGGER} still improving when training stopped: mean validation-AUC gain over the last "
+                    f"third of training above {LATE_GAIN_TOL} (trainables.convergence); this number measures how "
+                    "far the budget got, not what the method can learn: give these cells more steps "
+                    "(students.hparams.min_steps, or min_steps: auto to find a budget on validation).")
 
 
 def num(x: float, digits: int = 3, signed: bool = False) -> str:
@@ -58,6 +64,7 @@ def markdown_table(view: TableView) -> str:
         text = cell_text(cell["mean"], cell["std"], cell["n"])
         text = f"**{text}**" if cell["best"] else text
         text += f" {DAGGER}" if cell.get("untuned") else ""
+        text += f" {DDAGGER}" if cell.get("unconverged") else ""
         note = _paper_note(cell["paper"], cell["diff"])
         return f"{text} · {note}" if note else text
 
@@ -91,6 +98,7 @@ def latex_table(view: TableView, label: str) -> str:
         text = cell_text(cell["mean"], cell["std"], cell["n"], pm=r"$\pm$")
         text = rf"\textbf{{{text}}}" if cell["best"] else text
         text += r"$^\dagger$" if cell.get("untuned") else ""
+        text += r"$^\ddagger$" if cell.get("unconverged") else ""
         if not math.isnan(cell["paper"]):
             text += rf" [{num(cell['paper'])}, ${num(cell['diff'], signed=True)}$]"
         return text
@@ -104,29 +112,41 @@ def latex_table(view: TableView, label: str) -> str:
             + r" \\" for v, p, *rest in _grid(view, fmt, missing)]
     caption = (f"{tex_escape(view.title)}, test {METRIC_NAMES[view.metric]}: mean $\\pm$ std (seeds)"
                + (", [paper, difference]" if view.has_paper else "") + "; best in bold."
-               + (r" $^\dagger$ the paper's fixed hyperparameters, not swept." if view.untuned else ""))
+               + (r" $^\dagger$ the paper's fixed hyperparameters, not swept." if view.untuned else "")
+               + (r" $^\ddagger$ still improving when training stopped: the budget's number, not the method's."
+                  if view.unconverged else ""))
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
                       rf"\label{{{label}}}", rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule",
                       *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
 def comparisons_markdown(comp: pd.DataFrame) -> str:
-    header = ["table", "volume", "pair", "metric", "a - b", "mean difference [95 % t interval] (seeds)", "p",
-              "resolved"]
+    header = ["table", "volume", "pair", "metric", "a - b",
+              "mean difference [95 % t interval] (pairs); Holm-adjusted p; P(A>B) [95 % bootstrap interval]",
+              "95 % bootstrap interval", "p", "resolved"]
     rows = [[r.block, r.volume, pair_text(r.pair), METRIC_NAMES[r.metric],
-             f"{method_name(r.a)} - {method_name(r.b)}", r.text, num(r.p), resolved_text(r)]
+             f"{method_name(r.a)} - {method_name(r.b)}", r.text,
+             f"[{num(r.boot_low, signed=True)}, {num(r.boot_high, signed=True)}]" if r.n >= 2 else "n/a",
+             num(r.p), resolved_text(r)]
             for r in comp.itertuples()]
     return md_rows(header, rows)
 
 
 def resolved_text(r) -> str:
-    """In plain words: is the difference resolved (its 95 % interval excludes 0), and which way."""
+    """In plain words: is the difference resolved (Holm-adjusted p < 0.05 over the study's comparisons
+    of its metric, with at least 2 pairs), and which way; if not, why not."""
     if r.n < 2 or math.isnan(r.low):
         return "not resolved (fewer than 2 paired seeds)"
-    if not r.resolved:
+    if not r.resolved and r.low <= 0 <= r.high:
         return f"not resolved (interval includes 0, half-width {num((r.high - r.low) / 2)})"
+    if not r.resolved:
+        return (f"not resolved (Holm-adjusted p = {num(r.p_holm)} over the study's comparisons; "
+                "the t interval alone excludes 0)")
     a, b = method_name(r.a), method_name(r.b)
     higher, lower = (a, b) if r.mean_diff > 0 else (b, a)
+    if getattr(r, "unconverged", False):
+        return (f"resolved: {higher} higher than {lower}, but {DDAGGER} under-trained (still improving when "
+                "training stopped): the budget's ordering, not a result")
     return f"resolved: {higher} higher than {lower}"
 
 
@@ -138,6 +158,7 @@ def metrics_markdown(cells: pd.DataFrame, block: str, metrics: Sequence[str]) ->
     for (volume, pair, method), group in sub.groupby(["volume", "pair", "method"], sort=False):
         by_metric = {r.metric: r for r in group.itertuples()}
         mark = f" {DAGGER}" if any(r.untuned for r in group.itertuples()) else ""
+        mark += f" {DDAGGER}" if any(getattr(r, "unconverged", False) for r in group.itertuples()) else ""
         rows.append([volume, pair_text(pair), method.upper() + mark,
                      *(cell_text(by_metric[m].mean, by_metric[m].std, by_metric[m].n) if m in by_metric else "–"
                        for m in present)])
@@ -158,7 +179,7 @@ def missing_markdown(missing: pd.DataFrame) -> str:
 def cells_csv(cells: pd.DataFrame) -> pd.DataFrame:
     """The long cell frame with tuples written as ';'-joined text."""
     out = cells.copy()
-    for col in ("seeds", "values", "run_ids", "test_rows"):
+    for col in ("seeds", "draws", "values", "run_ids", "test_rows"):
         if col in out:
             out[col] = out[col].map(lambda t: ";".join(str(x) for x in t))
     return out

@@ -12,7 +12,10 @@ from analysis import figures, render
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
 from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
+from analysis.tables import convergence, unconverged_warnings
 from analysis.teachers import CLEAR_MARGIN, teacher_table
+from analysis.variance import variance_table
+from trainables.convergence import LATE_GAIN_TOL
 from trainables.errors import UserError
 
 FORMATS = ("md", "tex", "csv", "png")
@@ -70,7 +73,9 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
         rep.write_csv(teacher_table(runs.runs), "teachers.csv")
         rep.write_csv(render.cells_csv(cells), "cells.csv")
         rep.write_csv(render.cells_csv(rep.comparisons), "comparisons.csv")
+        rep.write_csv(variance_table(cells), "variance.csv")
         rep.write_csv(missing, "paper_missing.csv")
+        rep.write_csv(convergence(cells), "convergence.csv")
     if "tex" in formats:
         tables = [render.latex_table(v, f"tab:{i}") for i, v in enumerate(rep.views, 1)]
         rep.write_text("% needs \\usepackage{booktabs}\n" + "\n\n".join(tables) + "\n", "tables.tex")
@@ -92,20 +97,28 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
 
 
 def _figures(rep: Report, metric: str, csv: bool) -> None:
+    """Fig. 2 and Fig. 4, each as PNG (300 dpi, linked in the report) and PDF (same stem), with
+    the numbers behind it as CSV: per point mean, std, n and the 95 % interval (ci_low, ci_high)."""
+    label = figures.metric_label(metric)
     eff, origin = figures.efficiency_data(rep.study.runs, metric)
     if not eff.empty:
         path = figures.plot_efficiency(eff, rep.out / "fig2_data_efficiency.png", metric, origin)
-        rep.files.append(path)
-        rep.figures[f"Fig. 2: {metric} against training-set size ({origin})"] = path
+        _paper_figure(rep, path, f"Fig. 2: {label} against training images per method, mean and 95 % "
+                                 f"interval over seeds ({origin})")
         if csv:
             rep.write_csv(eff, "fig2_data_efficiency.csv")
     k = figures.k_data(rep.study.runs, metric)
     if not k.empty:
         path = figures.plot_k(k, rep.out / "fig4_k.png", metric)
-        rep.files.append(path)
-        rep.figures[f"Fig. 4: {metric} against K"] = path
+        _paper_figure(rep, path, f"Fig. 4: {label} against K (CKD), mean and 95 % interval over seeds")
         if csv:
             rep.write_csv(k, "fig4_k.csv")
+
+
+def _paper_figure(rep: Report, png: Path, caption: str) -> None:
+    pdf = png.with_suffix(".pdf")
+    rep.files += [png, pdf]
+    rep.figures[f"{caption}; vector version {pdf.name}"] = png
 
 
 def explain_candidate(runs: pd.DataFrame) -> str | None:
@@ -140,18 +153,26 @@ def markdown(rep: Report, metric: str) -> str:
         lines += [f"### {view.title} (test {render.METRIC_NAMES[view.metric]})", "", render.markdown_table(view), ""]
         if view.untuned:
             lines += [render.UNTUNED_NOTE, ""]
+        if view.unconverged:
+            lines += [render.UNCONVERGED_NOTE, ""]
     if rep.cells.empty:
         lines += ["No finished grid run with test metrics yet.", ""]
     lines += _evaluation_section(rep)
     lines += _teachers_section(rep)
     lines += _paper_section(rep)
+    lines += _convergence_section(rep)
     lines += ["## Paired comparisons across seeds", "",
-              "Differences of test metrics paired by seed: the two runs of a pair share the student subset, "
-              "the initial weights and the test rows (checked by the rows' digest), so the difference is the "
-              "methods'. Student-t 95 % interval and the paired t-test's p-value; a difference is resolved "
-              "when its interval excludes 0. The paper reports none.", ""]
+              "Differences of test metrics paired by (subset draw, seed): the two runs of a pair share the "
+              "training subset, the initial weights and the test rows (checked by the rows' digest), so the "
+              "difference is the methods'. The mean difference with its Student-t 95 % interval and its "
+              "percentile bootstrap 95 % interval; the paired t-test's p-value, and that p-value "
+              "Holm-adjusted over every comparison of the study on the same metric (all ACC comparisons "
+              "together, all AUC comparisons together); P(A>B): the share of pairs where A scores higher, "
+              "ties counting half, with its bootstrap 95 % interval. A difference is resolved when its "
+              "Holm-adjusted p < 0.05 (and it has at least 2 pairs). The paper reports none.", ""]
     lines += [render.comparisons_markdown(rep.comparisons) if not rep.comparisons.empty
               else "No row has two methods side by side.", ""]
+    lines += _variance_section(rep)
     lines += ["## Figures", ""]
     for caption, path in rep.figures.items():
         lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
@@ -164,6 +185,25 @@ def markdown(rep: Report, metric: str) -> str:
                   parent.config_text.rstrip(), "```", ""]
     lines += ["## Files", ""] + [f"- [{p.name}]({p.name})" for p in rep.files if p.name != "report.md"]
     return "\n".join(lines) + "\n"
+
+
+def _variance_section(rep: Report) -> list[str]:
+    """Test accuracy per grid cell: the spread split into the subset draw's part and the seed's."""
+    var = variance_table(rep.cells)
+    if var.empty:
+        return []
+    rows = [[r.source, r.volume, render.pair_text(r.pair), r.method.upper(), str(r.n_draws), str(r.n_seeds),
+             render.num(r.std), render.num(r.sd_draw), render.num(r.sd_seed), render.num(r.sd_residual),
+             r.note or "–"] for r in var.itertuples()]
+    header = ["source", "volume", "pair", "method", "draws", "seeds", "total std", "sd draw", "sd seed",
+              "sd residual", "note"]
+    return ["## Where the spread comes from", "",
+            "Test accuracy per grid cell: the training subset's draw and the seed (initial weights, order) "
+            "each move a result. With every draw run with every seed, a two-way ANOVA without replication "
+            "splits the variance: sd draw = √max(0, (MS_draw − MS_res)/seeds), sd seed = √max(0, (MS_seed − "
+            "MS_res)/draws), sd residual = √MS_res. Runs whose subset the seed drew (draw = seed) cannot be "
+            "split. `variance.csv` also has the std of the per-draw and per-seed means.", "",
+            render.md_rows(header, rows), ""]
 
 
 def _run_counts(runs: pd.DataFrame) -> str:
@@ -237,6 +277,33 @@ def _paper_section(rep: Report) -> list[str]:
     if rep.not_run:
         lines += [f"Paper blocks the study did not run: {', '.join(rep.not_run)}.", ""]
     return lines
+
+
+def _convergence_section(rep: Report) -> list[str]:
+    """Per table cell: its budget (optimiser steps), its runs' mean late gain, still improving or not."""
+    conv = convergence(rep.cells)
+    if conv.empty:
+        return []
+
+    def verdict(r) -> str:
+        if r.checked:
+            return "yes" if r.still_improving else "no"
+        return "not checked (runs recorded before this diagnostic)"
+
+    rows = [[r.source, render.pair_text(r.pair), r.method.upper(), r.volume, str(r.steps) or "–",
+             render.num(r.late_gain, signed=True), verdict(r)] for r in conv.itertuples()]
+    lines = ["## Budgets and convergence", "",
+             "A run's late gain: its mean validation AUC over the last third of its epochs minus the mean over "
+             "the third before (trainables.convergence; a run of fewer than 3 epochs has none). A cell is still "
+             f"improving when its runs' mean late gain is above {LATE_GAIN_TOL}: its numbers measure how far the "
+             f"training budget got, not what the method can learn (marked {render.DDAGGER} in the tables). Steps: "
+             "the runs' optimiser steps.", ""]
+    notes = [f"- warning: {w}" for w in unconverged_warnings(rep.cells)]
+    if not conv["checked"].any():
+        notes += ["- the budget was not checked: no run recorded the diagnostic."]
+    lines += notes + [""] if notes else []
+    return lines + [render.md_rows(["source", "pair", "method", "volume", "steps", "mean late gain",
+                                    "still improving"], rows), ""]
 
 
 def _registered_section(rep: Report) -> list[str]:

@@ -9,6 +9,11 @@ A cell is (source, volume, pair, method, metric) with its values over seeds. Blo
 - Table III (per source with an ensemble pair): the ensemble pairs and the single-teacher
   pairs of the same student, the ensemble's methods; the best pair of each (volume,
   method) in bold.
+
+A cell's runs carry their (draw, seed): the draw picks the training subset, the seed the
+initial weights (legacy studies: draw = seed). `comparisons` pairs two cells on (draw,
+seed) and Holm-adjusts the p-values over every comparison of the study on one metric; a
+difference is *resolved* when its Holm-adjusted p-value is below 0.05 (`analysis.stats`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ import yaml
 from analysis.paper import (
     CELEBDF, FFPP_SOURCES, dataset_of, paper_cells, paper_lookup, paper_table, table_name,
 )
-from analysis.stats import mean_std, paired, per_seed
+from analysis.stats import holm, is_resolved, mean_std, paired, per_seed
+from trainables.convergence import LATE_GAIN, LATE_GAIN_TOL, still_improving
 from trainables.model_names import ALIASES
 
 # short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
@@ -116,7 +122,10 @@ def _cell(table: str, block: str, source: str, volume: str, pair: str, method: s
             "volume": volume, "pair": pair, "teachers": teachers_of(pair), "student": student_of(pair),
             "method": method, "metric": metric, "n": n, "mean": mean, "std": std,
             "paper": ref, "diff": mean - ref if not math.isnan(ref) else math.nan,
-            "seeds": tuple(int(s) for s in ok["seed"]), "values": tuple(float(v) for v in ok[column]),
+            "seeds": tuple(int(s) for s in ok["seed"]),
+            # the training subset's draw beside each seed; frames without one (legacy): the seed drew it
+            "draws": tuple(int(d) for d in (ok["draw"] if "draw" in ok else ok["seed"])),
+            "values": tuple(float(v) for v in ok[column]),
             "run_ids": tuple(ok["run_id"]),
             "test_rows": tuple(ok["test_rows"]) if "test_rows" in ok else ("",) * len(ok),
             "hparams_from": "+".join(origins),
@@ -171,11 +180,11 @@ def build_cells(runs: pd.DataFrame, config_text: str = "") -> pd.DataFrame:
             rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, base, paper,
                            full=False)
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
-    return mark_untuned(mark_best(cells))
+    return mark_unconverged(mark_untuned(mark_best(cells)), pd.concat([grid, teachers]))
 
 
 CELL_COLUMNS = ["table", "block", "source", "dataset", "subset", "volume", "pair", "teachers", "student",
-                "method", "metric", "n", "mean", "std", "paper", "diff", "seeds", "values", "run_ids",
+                "method", "metric", "n", "mean", "std", "paper", "diff", "seeds", "draws", "values", "run_ids",
                 "test_rows", "hparams_from"]
 
 
@@ -209,6 +218,71 @@ def mark_untuned(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`unconverged`: the cell's runs (its `run_ids` in `runs`) were still improving when training
+    stopped: their mean late gain of validation AUC is above LATE_GAIN_TOL (trainables.convergence),
+    so its number measures the budget, not the method. Beside it `late_gain` (the mean over its runs;
+    nan when none logged one: runs recorded before the diagnostic, or under 3 epochs) and `steps`
+    (the runs' optimiser steps: one number, 'min–max' when they differ, '' when unknown)."""
+    cells = cells.copy()
+    by_id = runs.drop_duplicates("run_id", keep="last").set_index("run_id") if not runs.empty else runs
+    gains = by_id[LATE_GAIN] if LATE_GAIN in by_id else pd.Series(math.nan, index=by_id.index)
+    steps = by_id["p_steps"] if "p_steps" in by_id else pd.Series(None, index=by_id.index, dtype=object)
+    mean_gain, unconverged, budget = [], [], []
+    for run_ids in cells["run_ids"]:
+        ids = [r for r in run_ids if r in by_id.index]
+        known = [float(gains[r]) for r in ids if pd.notna(gains[r])]
+        mean_gain.append(sum(known) / len(known) if known else math.nan)
+        unconverged.append(still_improving(known, LATE_GAIN_TOL))
+        budget.append(steps_text(steps[r] for r in ids))
+    cells["unconverged"] = pd.Series(unconverged, index=cells.index, dtype=bool)
+    cells["late_gain"] = pd.Series(mean_gain, index=cells.index, dtype=float)
+    cells["steps"] = pd.Series(budget, index=cells.index, dtype=object)  # int, or 'min–max' text, or ''
+    return cells
+
+
+def steps_text(values) -> int | str:
+    """Optimiser steps of some runs: the number when all agree, 'min–max' when not, '' when unknown."""
+    known = sorted({int(v) for v in values if v is not None and pd.notna(v)})
+    if not known:
+        return ""
+    return known[0] if len(known) == 1 else f"{known[0]}–{known[-1]}"
+
+
+def unconverged_warnings(cells: pd.DataFrame) -> list[str]:
+    """One line per (source, pair, volume) with cells still improving when training stopped,
+    naming their methods and budget: the tables and comparisons of these cells are not results."""
+    if cells.empty or "unconverged" not in cells:
+        return []
+    out = []
+    flagged = cells[cells["unconverged"]]
+    for (source, pair, volume), group in flagged.groupby(["source", "pair", "volume"], sort=False):
+        methods = list(dict.fromkeys(group["method"]))  # column order
+        budgets = list(dict.fromkeys(str(s) for s in group["steps"] if s != ""))
+        budget = f" (budget {', '.join(budgets)} steps)" if budgets else ""
+        where = "the full training set" if volume == "full" else f"{volume} images"
+        teachers, student = teachers_of(pair), student_of(pair)
+        pair_words = f"{teachers}→{student}" if teachers else f"{student}, VT only"
+        out.append(f"at {where} ({source}, {pair_words}) {', '.join(methods)} "
+                   f"{'was' if len(methods) == 1 else 'were'} still improving when training stopped{budget}: "
+                   "their comparisons below are not results; give them more steps (students.hparams.min_steps, "
+                   "or min_steps: auto)")
+    return out
+
+
+def convergence(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (source, pair, method, volume) of the tables: its runs' steps, mean late gain and
+    whether they were still improving; `checked` False where no run logged the diagnostic."""
+    columns = ["source", "pair", "method", "volume", "n", "steps", "late_gain", "still_improving", "checked"]
+    if cells.empty or "unconverged" not in cells:
+        return pd.DataFrame(columns=columns)
+    first = cells.drop_duplicates(["source", "pair", "method", "volume"])
+    rows = [{"source": r.source, "pair": r.pair, "method": r.method, "volume": r.volume, "n": len(r.run_ids),
+             "steps": r.steps, "late_gain": r.late_gain, "still_improving": bool(r.unconverged),
+             "checked": not math.isnan(r.late_gain)} for r in first.itertuples()]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
     """Every method of a row against every other (the later column minus the earlier: each
     distillation method against the baseline, VT, and against each other), and (Table III)
@@ -229,24 +303,62 @@ def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             for b in singles.itertuples():
                 if b.method in by_method:
                     rows.append(_compare(by_method[b.method], b, pair, b.pair))
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    return _adjust(pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "left_out"]))
 
 
+# low/high: Student-t 95 % interval of the mean difference; boot_low/boot_high: its percentile bootstrap
+# 95 % interval; p: paired t-test; p_holm: p Holm-adjusted over every comparison of the study on the same
+# metric; p_improvement (lo, hi): P(A > B) over the pairs, ties half, with its bootstrap 95 % interval;
+# seeds: the paired (draw, seed) keys; resolved: p_holm < 0.05 with at least two pairs
 COMPARISON_COLUMNS = ["table", "block", "source", "volume", "pair", "method", "metric", "a", "b", "n",
-                      "mean_diff", "low", "high", "p", "seeds", "resolved", "text"]
+                      "mean_diff", "low", "high", "boot_low", "boot_high", "p", "p_holm", "p_improvement",
+                      "p_improvement_lo", "p_improvement_hi", "seeds", "resolved", "text", "unconverged"]
+
+
+def _key_text(key: tuple[int, int], legacy: bool) -> str:
+    """A (draw, seed) key as text: the seed alone in a legacy study (the seed drew the subset)."""
+    draw, seed = key
+    return str(seed) if legacy else f"draw {draw} seed {seed}"
 
 
 def _compare(a, b, a_label: str, b_label: str) -> dict:
-    """a - b paired by seed; a seed pairs only where both runs were scored on the same rows."""
-    rows_a, rows_b = dict(zip(a.seeds, a.test_rows)), dict(zip(b.seeds, b.test_rows))
-    unpaired = sorted(s for s in set(rows_a) & set(rows_b) if rows_a[s] != rows_b[s])
-    va = {s: v for s, v in per_seed(a.seeds, a.values).items() if s not in unpaired}
-    res = paired(va, per_seed(b.seeds, b.values))
-    text = res.text + (f"; seeds {unpaired} left out: scored on different test rows" if unpaired else "")
+    """a - b paired on (draw, seed): the same training subset and initial weights; a key pairs only
+    where both runs were scored on the same test rows."""
+    keys_a = list(zip(getattr(a, "draws", a.seeds), a.seeds))
+    keys_b = list(zip(getattr(b, "draws", b.seeds), b.seeds))
+    rows_a, rows_b = dict(zip(keys_a, a.test_rows)), dict(zip(keys_b, b.test_rows))
+    unpaired = sorted(k for k in set(rows_a) & set(rows_b) if rows_a[k] != rows_b[k])
+    va = {k: v for k, v in per_seed(keys_a, a.values).items() if k not in unpaired}
+    res = paired(va, per_seed(keys_b, b.values))
+    legacy = all(d == s for d, s in keys_a + keys_b)
+    left_out = (f"; seeds [{', '.join(_key_text(k, legacy) for k in unpaired)}] left out: scored on different "
+                "test rows" if unpaired else "")
     return {"table": a.table, "block": a.block, "source": a.source, "volume": a.volume, "pair": a.pair,
             "method": a.method, "metric": a.metric, "a": a_label, "b": b_label, "n": res.n,
-            "mean_diff": res.mean, "low": res.low, "high": res.high, "p": res.p, "seeds": res.seeds,
-            "resolved": res.resolved, "text": text}
+            "mean_diff": res.mean, "low": res.low, "high": res.high, "boot_low": res.boot_low,
+            "boot_high": res.boot_high, "p": res.p, "p_holm": math.nan, "p_improvement": res.p_improvement,
+            "p_improvement_lo": res.p_improvement_lo, "p_improvement_hi": res.p_improvement_hi,
+            "seeds": res.seeds, "resolved": False, "text": res.text, "left_out": left_out,
+            # either side still improving when training stopped: the difference is the budget's
+            "unconverged": bool(getattr(a, "unconverged", False) or getattr(b, "unconverged", False))}
+
+
+def _adjust(comp: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjust the p-values over every comparison of the study on the same metric (ACC together,
+    AUC together); `resolved` and `text` follow from the adjusted values."""
+    for _, family in comp.groupby("metric", sort=False):
+        comp.loc[family.index, "p_holm"] = holm(family["p"].to_numpy())
+    comp["resolved"] = [is_resolved(n, p) for n, p in zip(comp["n"], comp["p_holm"])]
+    comp["text"] = [text + (_tests_text(r) if r.n >= 2 else "") + r.left_out
+                    for text, r in zip(comp["text"], comp.itertuples())]
+    return comp[COMPARISON_COLUMNS]
+
+
+def _tests_text(r) -> str:
+    """'; p_holm=0.012, P(A>B)=0.80 [0.60, 1.00]'."""
+    p = "n/a" if math.isnan(r.p_holm) else ("<0.001" if r.p_holm < 0.001 else f"{r.p_holm:.3f}")
+    return (f"; p_holm={p}, P(A>B)={r.p_improvement:.2f} "
+            f"[{r.p_improvement_lo:.2f}, {r.p_improvement_hi:.2f}]")
 
 
 def missing_paper(cells: pd.DataFrame, sources) -> tuple[pd.DataFrame, list[str]]:
@@ -274,6 +386,7 @@ class TableView:
     paper: dict[tuple[str, str, str], float] = field(default_factory=dict)  # paper numbers of empty cells
     has_paper: bool = False
     untuned: bool = False  # some cell is on the paper's values among swept ones (dagger)
+    unconverged: bool = False  # some cell's students were still improving when training stopped (‡)
 
 
 def views(cells: pd.DataFrame) -> list[TableView]:
@@ -295,6 +408,7 @@ def views(cells: pd.DataFrame) -> list[TableView]:
             view = TableView(block, metric, methods, rows)
             view.cells = {(r.volume, r.pair, r.method): r._asdict() for r in sub.itertuples()}
             view.untuned = bool(sub["untuned"].any())
+            view.unconverged = bool(sub["unconverged"].any()) if "unconverged" in sub else False
             ds = dataset_of(sub["source"].iloc[0])
             if metric == "acc" and ds is not None:
                 view.has_paper = True

@@ -84,12 +84,22 @@ def test_paired_comparisons_by_seed(store):
         mean = sum(diffs) / 3
         se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
         row = acc.loc[("100", "ckd", other)]
-        assert row["n"] == 3 and bool(row["resolved"])  # both intervals lie above 0
+        assert row["n"] == 3 and row["low"] > 0  # both t intervals lie above 0
         assert row["mean_diff"] == pytest.approx(mean)
         assert row["low"] == pytest.approx(mean - t2 * se) and row["high"] == pytest.approx(mean + t2 * se)
         assert row["p"] == pytest.approx(sps.ttest_rel([0.85, 0.86, 0.83], [v - d for v, d in
                                                           zip([0.85, 0.86, 0.83], diffs)]).pvalue)
-    assert acc.loc[("100", "ckd", "vt")]["text"] == "+0.047 [+0.032, +0.061] (n=3)"
+    # Holm over the study's 3 ACC comparisons with a p-value (CKD - VT at 10 has one seed): sorted p
+    # CKD-VT 0.0051 < CKD-KD 0.0351 < KD-VT 0.0377 -> 3 p, then max(previous, 2 p), then max(previous, p)
+    p = {k: acc.loc[("100", *k)]["p"] for k in (("ckd", "vt"), ("ckd", "kd"), ("kd", "vt"))}
+    holm = {k: acc.loc[("100", *k)]["p_holm"] for k in p}
+    assert holm["ckd", "vt"] == pytest.approx(3 * p["ckd", "vt"]) == pytest.approx(0.0152, abs=1e-4)
+    assert holm["ckd", "kd"] == pytest.approx(2 * p["ckd", "kd"]) == pytest.approx(0.0702, abs=1e-4)
+    assert holm["kd", "vt"] == pytest.approx(2 * p["ckd", "kd"])  # the step-down max, not 1 x 0.0377
+    # resolved: Holm-adjusted p < 0.05; CKD - KD's t interval excludes 0 but not after the adjustment
+    assert {k for k in acc.index if acc.loc[k]["resolved"]} == {("100", "ckd", "vt")}
+    assert acc.loc[("100", "ckd", "vt")]["text"] == \
+        "+0.047 [+0.032, +0.061] (n=3); p_holm=0.015, P(A>B)=1.00 [1.00, 1.00]"
     kd_vt = acc.loc[("100", "kd", "vt")]  # KD - VT = (CKD - VT) - (CKD - KD), seed by seed
     assert kd_vt["mean_diff"] == pytest.approx(((0.05 - 0.04) + (0.04 - 0.02) + (0.05 - 0.03)) / 3)
     one = acc.loc[("10", "ckd", "vt")]

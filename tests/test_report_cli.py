@@ -20,12 +20,14 @@ def test_report_writes_everything(store, tmp_path):
     assert "study 'demo': 34 trial run(s), 6 table cell(s), 33 paper cell(s) missing" in res.output
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "tables.tex", "cells.csv", "comparisons.csv", "paper_missing.csv", "runs.csv",
-            "fig2_data_efficiency.png", "fig4_k.png", "study.yaml"} <= names
+            "fig2_data_efficiency.png", "fig4_k.png", "fig2_data_efficiency.pdf", "fig4_k.pdf", "study.yaml"} <= names
     assert any(n.startswith("curves_") for n in names)
     md = (out / "report.md").read_text()
     for text in ("# Study report: demo", "code version: `deadbee`", "### Table I: FaceForensics++ Deepfakes (test ACC)",
                  "### Table I: FaceForensics++ Deepfakes (test AUC)", "33 cell(s):", "RuntimeError: boom",
-                 "+0.047 [+0.032, +0.061] (n=3)", "+0.050, n/a (1 seed)", "![Fig. 4: test_acc against K](fig4_k.png)",
+                 "+0.047 [+0.032, +0.061] (n=3)", "+0.050, n/a (1 seed)",
+                 "![Fig. 4: test accuracy against K (CKD), mean and 95 % interval over seeds; "
+                 "vector version fig4_k.pdf](fig4_k.png)",
                  "```yaml\nname: demo", "git checkout deadbee", f"study report --workdir {store['root']} --study demo"):
         assert text in md, text
     for target in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:
