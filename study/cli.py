@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from study.config import STAGES
 from study.exits import EXIT_INTERRUPTED, EXIT_SOME_FAILED, fail
 from trainables.errors import UserError
 
@@ -37,7 +38,7 @@ def main() -> None:
 @click.option("--address", default=None, help="An existing Ray cluster ('auto' on its head, or ray://host:port).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted study without re-running finished trials "
                                                      "(the same config and --set options).")
-@click.option("--stage", type=click.Choice(["teachers", "sweep", "grid", "ablations"]), default=None,
+@click.option("--stage", type=click.Choice(list(STAGES)), default=None,
               help="Run only this stage (earlier stages' results are read from MLflow).")
 @click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once.")
 @click.option("--retrain-teachers", is_flag=True,

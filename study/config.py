@@ -25,11 +25,14 @@ from trainables.errors import ConfigError
 from trainables.hparams import HParams
 from trainables.methods import baseline_method, method_names, needs_teachers  # torch-free
 
+# a study's stages in the order they run (budget: only with students.hparams.min_steps: auto)
+STAGES = ("teachers", "budget", "sweep", "grid", "ablations")
+OPTIONAL_STAGES = ("budget",)  # shown only where a study has them
 READER_KINDS = ("folder", "ffpp", "celebdf", "deepfakebench", "synthetic")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 PAIR_RE = re.compile(r"^\s*([^-→>]+?)\s*(?:->|→)\s*(\S+)\s*$")
 SECTIONS = {
-    "name", "description", "data", "teachers", "students", "sweep", "grid", "ablations",
+    "name", "description", "data", "teachers", "students", "sweep", "grid", "ablations", "budget",
     "resources", "tracking_uri", "storage_path", "max_failures",
 }
 
@@ -61,6 +64,31 @@ class StudentsConfig:
     seeds: tuple[int, ...]
     hparams: Mapping[str, Any]
     weights: Mapping[str, str] = field(default_factory=dict)  # student model -> initial weights file
+    # which images form a subset, beside `seeds` (initial weights and training order): a cell runs
+    # draws x seeds. Empty: each seed also draws its subset (draw = seed), as before draws existed
+    draws: tuple[int, ...] = ()
+    auto_budget: bool = False  # hparams.min_steps: auto (the budget stage finds it per volume)
+
+    def draw_seed_pairs(self) -> list[tuple[int, int]]:
+        """(draw, seed) of every run of a grid cell."""
+        if not self.draws:
+            return [(seed, seed) for seed in self.seeds]
+        return [(draw, seed) for draw in self.draws for seed in self.seeds]
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """`students.hparams.min_steps: auto`: per volume, every grid method trained at doubling
+    budgets (start_steps, 2x, 4x, ... up to max_steps) on `seeds`, scored on validation only,
+    until doubling gains less than `tol` in `metric` (mean over seeds); the volume's budget is
+    the largest of its methods' so that all are compared where all have converged."""
+    start_steps: int = 50
+    max_steps: int = 3200
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tol: float = 0.01
+    metric: str = "val_auc"
+    volumes: tuple[int, ...] = ()  # default: students.volumes
+    max_eval_per_class: int | None = None  # the validation rows it scores (default: the grid's cap)
 
 
 @dataclass(frozen=True)
@@ -90,14 +118,19 @@ class GridConfig:
     max_val_per_class: int | None = None
 
 
+# seeds per ablation point: Fig. 2 and Fig. 4 draw each point's mean with its Student-t 95 %
+# interval, which needs n >= 2 and at n = 2 is ±12.7 standard errors wide
+MIN_ABLATION_SEEDS = 3
+
+
 @dataclass(frozen=True)
 class AblationsConfig:
     k_values: tuple[int, ...] = ()
     k_volumes: tuple[int, ...] = ()
-    k_seeds: tuple[int, ...] = (0,)
+    k_seeds: tuple[int, ...] = (0, 1, 2)  # at least MIN_ABLATION_SEEDS: a point's 95 % interval needs n >= 2
     efficiency_volumes: tuple[int, ...] = ()
     efficiency_students: tuple[str, ...] = ()
-    efficiency_seeds: tuple[int, ...] = (0,)
+    efficiency_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -125,6 +158,7 @@ class StudyConfig:
     storage_path: str
     max_failures: int = 2
     description: str = ""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # used with students.hparams.min_steps: auto
     # teachers' full train split read from disk each epoch instead of held in memory:
     # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
     stream: bool | str = "auto"
@@ -263,6 +297,7 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
     grid = _grid(top.sub("grid", {}), students.methods, sweep.spaces)
     _check_fixed_vs_searched(s, students, sweep)
     ablations = _ablations(top.sub("ablations", {}), students)
+    budget = _budget(top.sub("budget", {}), students, grid, sweep)
     resources = _resources(top.sub("resources", {}))
     tracking = top.get("tracking_uri", (str, type(None)), None) or default_uri(workdir)
     storage = top.get("storage_path", (str, type(None)), None) or str(workdir / "ray")
@@ -280,7 +315,7 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
         teachers=teachers, students=students, sweep=sweep, grid=grid, ablations=ablations,
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        stream=stream, eval_seed=eval_seed, decode_cache=decode_cache,
+        stream=stream, eval_seed=eval_seed, decode_cache=decode_cache, budget=budget,
         memory_budget=byte_count(d, "memory_budget", 512 * 1024**2), raw=raw)
 
 
@@ -370,7 +405,7 @@ def _pairs(s: Reader, names: list[str]) -> tuple[Pair, ...]:
 
 
 def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
-    s.check_keys({"pairs", "methods", "volumes", "seeds", "hparams", "weights"})
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "draws", "hparams", "weights"})
     pairs = _pairs(s, names)
     methods = tuple(s.get("methods", list))
     for i, mth in enumerate(methods):
@@ -387,8 +422,15 @@ def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
     for model in w_reader.mapping:
         model_name(w_reader, f"students.weights.{model}", model)
         student_weights[model] = existing_file(w_reader, model, workdir)
+    draws = s.ints("draws", [])
+    if len(set(draws)) != len(draws):
+        raise s.error("students.draws", list(draws), "each draw once")
+    hp_reader, auto = s, s.sub("hparams", {}).mapping.get("min_steps") == "auto"
+    if auto:  # found by the budget stage, per volume
+        hp_reader = Reader(s.file, s.where, {**s.mapping, "hparams": {
+            k: v for k, v in s.mapping["hparams"].items() if k != "min_steps"}})
     return StudentsConfig(pairs, methods, s.ints("volumes", even=True), s.ints("seeds", [0]),
-                          _hparams(s, "hparams", methods), student_weights)
+                          _hparams(hp_reader, "hparams", methods), student_weights, draws, auto)
 
 
 def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:
@@ -432,9 +474,44 @@ def _ablations(a: Reader, students: StudentsConfig) -> AblationsConfig:
     if k_values and not students.pairs[0].teachers:
         raise a.error("ablations.k_values", list(k_values), "the K ablation distils along students.pairs[0]: "
                                                             "it needs a teacher")
-    return AblationsConfig(
-        k_values, a.ints("k_volumes", [], even=True), a.ints("k_seeds", [0]),
-        a.ints("efficiency_volumes", [], even=True), eff_students, a.ints("efficiency_seeds", [0]))
+    efficiency_volumes = a.ints("efficiency_volumes", [], even=True)
+    seeds = {}
+    for points, key in ((k_values, "k_seeds"), (efficiency_volumes, "efficiency_seeds")):
+        seeds[key] = a.ints(key, list(getattr(AblationsConfig, key)))
+        if points and len(set(seeds[key])) < MIN_ABLATION_SEEDS:
+            raise a.error(f"ablations.{key}", list(seeds[key]),
+                          f"give at least {MIN_ABLATION_SEEDS} different seeds (e.g. [0, 1, 2]): each point of the "
+                          "figure is a mean over seeds with its 95 % interval, which a single seed cannot show "
+                          "and two show only loosely")
+    return AblationsConfig(k_values, a.ints("k_volumes", [], even=True), seeds["k_seeds"], efficiency_volumes,
+                           eff_students, seeds["efficiency_seeds"])
+
+
+def _budget(b: Reader, students: StudentsConfig, grid: GridConfig, sweep: SweepConfig) -> BudgetConfig:
+    """The budget stage's settings; the section only means something with min_steps: auto."""
+    b.check_keys({"start_steps", "max_steps", "seeds", "tol", "metric", "volumes", "max_eval_per_class"})
+    if b.mapping and not students.auto_budget:
+        raise b.error("budget", dict(b.mapping), "only used with students.hparams.min_steps: auto: set that, "
+                                                   "or remove this section")
+    default = BudgetConfig()
+    budget = BudgetConfig(
+        start_steps=b.get("start_steps", int, default.start_steps, positive=True),
+        max_steps=b.get("max_steps", int, default.max_steps, positive=True),
+        seeds=b.ints("seeds", list(default.seeds)), tol=b.get("tol", float, default.tol),
+        metric=b.get("metric", str, sweep.metric if sweep.spaces else default.metric),
+        volumes=b.ints("volumes", list(students.volumes), even=True),
+        max_eval_per_class=b.get("max_eval_per_class", (int, type(None)),
+                                 grid.max_val_per_class or sweep.max_eval_per_class))
+    if not re.fullmatch(r"val_(video_)?(acc|auc|ap)", budget.metric):
+        raise b.error("budget.metric", budget.metric, "a budget is chosen on validation: val_acc, val_auc, val_ap")
+    if budget.max_steps < 2 * budget.start_steps:
+        raise b.error("budget.max_steps", budget.max_steps, f"must allow one doubling of start_steps "
+                                                            f"({budget.start_steps}): at least {2 * budget.start_steps}")
+    if len(budget.seeds) < 2:
+        raise b.error("budget.seeds", list(budget.seeds), "at least 2 seeds: one seed's gain is noise")
+    if budget.tol < 0:
+        raise b.error("budget.tol", budget.tol, "must be >= 0")
+    return budget
 
 
 def _resources(res: Reader) -> Resources:

@@ -8,17 +8,17 @@ reads it back. Ray Tune's grid runs a list of cells, an Optuna sweep runs one ce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from search_spaces import get_space, paper_values
-from study.config import Pair, StudyConfig, stable_hash
+from study.config import STAGES as STUDY_STAGES, Pair, StudyConfig, stable_hash
 from trainables.errors import UserError
 from trainables.hparams import HParams
 from trainables.methods import baseline_method, needs_teachers
 from trainables.record import RunTags
 from trainables.trial import TeacherRef, TrialSpec
 
-STAGES = ("teachers", "sweep", "grid", "ablations")
+STAGES = STUDY_STAGES  # re-exported: the runner's order
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,18 @@ TeacherMap = Mapping[tuple[str, str], TeacherRef]
 # (method, volume) -> the hyperparameters chosen for it
 ChosenHParams = Mapping[tuple[str, int], Mapping[str, Any]]
 
+# volume -> the training budget (min_steps) the budget stage chose for it (min_steps: auto)
+Budgets = Mapping[int, int]
+
+
+def budget_for(budgets: Budgets | None, volume: int) -> dict[str, Any]:
+    """{"min_steps": budget} for `volume` (the nearest budgeted volume's, the larger on a tie:
+    larger subsets need more steps), or {} when the study does not find budgets."""
+    if not budgets:
+        return {}
+    nearest = volume if volume in budgets else min(budgets, key=lambda v: (abs(v - volume), -v))
+    return {"min_steps": int(budgets[nearest])}
+
 
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
     cells = []
@@ -74,11 +86,15 @@ def given_teachers(cfg: StudyConfig) -> dict[tuple[str, str], TeacherRef]:
 def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair: Pair | None,
                  student: str, method: str, volume: int, seed: int, hparams: Mapping[str, Any],
                  teachers: TeacherMap, *, eval_splits=("val", "test"), max_eval_per_class=None,
-                 tags: Mapping[str, Any] | None = None, forced: Mapping[str, Any] | None = None) -> Cell:
+                 tags: Mapping[str, Any] | None = None, forced: Mapping[str, Any] | None = None,
+                 draw: int | None = None) -> Cell:
+    """One student trial. `draw` picks the subset's images (default: the seed, as before
+    students.draws existed); `seed` the initial weights and the training order."""
     distils = needs_teachers(method)
+    subset = seed if draw is None else draw
     refs = tuple(teachers[(source, name)] for name in pair.teachers) if distils and pair is not None else ()
     spec = TrialSpec(
-        role="student", arch=student, data=dict(data), image_size=cfg.image_size, volume=volume, subset_seed=seed,
+        role="student", arch=student, data=dict(data), image_size=cfg.image_size, volume=volume, subset_seed=subset,
         teachers=refs, eval_splits=tuple(eval_splits), max_eval_per_class=max_eval_per_class,
         eval_seed=cfg.eval_seed, weights=cfg.students.weights.get(student),
         # teachers' outputs on this subset, computed once and shared by all trials of the study
@@ -88,14 +104,32 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
     # cell itself varies (an ablation's K, the method, the seed)
     hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **(forced or {}), "method": method, "seed": seed}
     label = pair.label if pair is not None else f"->{student}"
+    run = seed if draw is None else f"d{draw}s{seed}"
     run_tags = RunTags(stage=stage, source=source, method=method, student=student, seed=seed, volume=volume,
-                       cell=f"{source}/{pair.label if pair else student}/{method}/{volume}/{seed}",
+                       draw=subset, cell=f"{source}/{pair.label if pair else student}/{method}/{volume}/{run}",
                        teachers="+".join(pair.teachers) if (pair is not None and distils) else "", pair=label,
                        **(tags or {}))
     return Cell(stage, spec, hp, run_tags)
 
 
-def sweep_cells(cfg: StudyConfig, teachers: TeacherMap) -> list[tuple[Cell, Any]]:
+def budget_cells(cfg: StudyConfig, teachers: TeacherMap, todo: Sequence[tuple[str, int, int]]) -> list[Cell]:
+    """The budget stage's trials for each (method, volume, min_steps): the paper's values and the
+    user's students.hparams at that budget, on `budget.seeds`, scored on validation only (the
+    test split is never read to choose a budget)."""
+    source, data = cfg.source_specs()[0]
+    pair = cfg.students.pairs[0]
+    cells = []
+    for method, volume, steps in todo:
+        for seed in cfg.budget.seeds:
+            cells.append(student_cell(cfg, "budget", source, data, pair, pair.student, method, volume, seed,
+                                      paper_hparams(method, volume), teachers, eval_splits=("val",),
+                                      max_eval_per_class=cfg.budget.max_eval_per_class,
+                                      tags={"budget": steps, "hparams_from": "paper"},
+                                      forced={"min_steps": steps}))
+    return cells
+
+
+def sweep_cells(cfg: StudyConfig, teachers: TeacherMap, budgets: Budgets | None = None) -> list[tuple[Cell, Any]]:
     """(fixed cell, define-by-run space) per swept method and volume, on the first source and pair."""
     source, data = cfg.source_specs()[0]
     pair = cfg.students.pairs[0]
@@ -107,7 +141,7 @@ def sweep_cells(cfg: StudyConfig, teachers: TeacherMap) -> list[tuple[Cell, Any]
             cell = student_cell(cfg, "sweep", source, data, pair, pair.student, method, volume,
                                 cfg.sweep.seed, paper_hparams(method, volume), teachers, eval_splits=("val",),
                                 max_eval_per_class=cfg.sweep.max_eval_per_class,
-                                tags={"space": space_name})
+                                tags={"space": space_name}, forced=budget_for(budgets, volume))
             out.append((cell, get_space(space_name, method, volume)))
     return out
 
@@ -139,8 +173,10 @@ def grid_hparams(cfg: StudyConfig, chosen: ChosenHParams, method: str, volume: i
     return paper_hparams(method, volume), "paper"
 
 
-def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) -> list[Cell]:
+def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams,
+               budgets: Budgets | None = None) -> list[Cell]:
     cells, vt_students = [], set()
+    explicit = bool(cfg.students.draws)
     for source, data in cfg.source_specs():
         for pair in cfg.students.pairs:
             for method in cfg.students.methods:
@@ -150,15 +186,17 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) ->
                     vt_students.add((source, pair.student))
                 for volume in cfg.students.volumes:
                     hp, origin = grid_hparams(cfg, chosen, method, volume)
-                    for seed in cfg.students.seeds:
+                    for draw, seed in cfg.students.draw_seed_pairs():
                         cells.append(student_cell(cfg, "grid", source, data, pair, pair.student,
                                                   method, volume, seed, hp, teachers,
                                                   max_eval_per_class=cfg.grid.max_val_per_class,
-                                                  tags={"hparams_from": origin}))
+                                                  tags={"hparams_from": origin}, forced=budget_for(budgets, volume),
+                                                  draw=draw if explicit else None))
     return cells
 
 
-def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams) -> list[Cell]:
+def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams,
+                   budgets: Budgets | None = None) -> list[Cell]:
     a = cfg.ablations
     source, data = cfg.source_specs()[0]
     cells = []
@@ -173,7 +211,7 @@ def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams
                                               volume, seed, base or paper_hparams("ckd", volume), teachers,
                                               max_eval_per_class=cfg.grid.max_val_per_class,
                                               tags={"ablation": "k", "k": k, "hparams_from": origin},
-                                              forced={"k": k}))
+                                              forced={"k": k, **budget_for(budgets, volume)}))
     baseline = baseline_method()  # the data-efficiency curve is the baseline's
     for student in a.efficiency_students:
         for volume in a.efficiency_volumes:
@@ -181,5 +219,6 @@ def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams
                 cells.append(student_cell(cfg, "ablations", source, data, None, student, baseline, volume,
                                           seed, paper_hparams(baseline, volume), teachers,
                                           max_eval_per_class=cfg.grid.max_val_per_class,
-                                          tags={"ablation": "efficiency", "hparams_from": "paper"}))
+                                          tags={"ablation": "efficiency", "hparams_from": "paper"},
+                                          forced=budget_for(budgets, volume)))
     return cells

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
+from study.config import STAGES
+
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("teachers", "sweep", "grid", "ablations")  # study.plan.STAGES (checked by a test)
+STAGE_ORDER = STAGES
 # the parent run's tags (all strings)
 PLANNED_TAG = "progress.planned."  # + stage: trials that stage runs in all, set when it starts
 HEARTBEAT_TAG = "progress.heartbeat"  # unix seconds, updated by the driver while it runs

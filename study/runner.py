@@ -27,9 +27,10 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import space_keys
 from study.config import Resources, StudyConfig, check_same_config, recorded_text
 from study.config_reader import set_options
+from study.budget import BudgetSearch, Choice
 from study.per_cell import PerCellScheduler, PerCellSearch
 from study.plan import (
-    STAGES, Cell, ablation_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
+    STAGES, Budgets, Cell, ablation_cells, budget_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
 from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
@@ -78,6 +79,8 @@ class StudySummary:
     stages: list[StageSummary] = field(default_factory=list)
     chosen: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     parent_run_id: str = ""
+    budgets: dict[int, int] = field(default_factory=dict)  # min_steps: auto: volume -> budget
+    budget_choices: dict[tuple[str, int], Choice] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -228,16 +231,19 @@ class StudyRunner:
             status = "FAILED"
             try:
                 teachers = self.teachers(train="teachers" in stages)
+                budgets = None
+                if self.cfg.students.auto_budget and set(stages) - {"teachers"}:
+                    budgets = self.budgets(teachers, train="budget" in stages)
                 if "sweep" in stages and self.cfg.grid.hparams != "from_run":
-                    self.sweep(teachers)
+                    self.sweep(teachers, budgets)
                 chosen = self.chosen_hparams() if ("grid" in stages or "ablations" in stages) else {}
                 self.summary.chosen = dict(chosen)
                 if chosen and self.cfg.grid.hparams == "sweep":  # the grid can be re-run from them
                     self.tracking.log_chosen(self._parent, chosen)
                 if "grid" in stages and self.cfg.grid.enabled:
-                    self.grid_stage("grid", grid_cells(self.cfg, teachers, chosen), log_models=True)
+                    self.grid_stage("grid", grid_cells(self.cfg, teachers, chosen, budgets), log_models=True)
                 if "ablations" in stages:
-                    cells = ablation_cells(self.cfg, teachers, chosen)
+                    cells = ablation_cells(self.cfg, teachers, chosen, budgets)
                     if cells:
                         self.grid_stage("ablations", cells)
                 status = "FINISHED"
@@ -316,13 +322,51 @@ class StudyRunner:
                 self.tracking.client.set_tag(run_id, "checkpoint_path", str(dest))
                 self.tracking.client.set_tag(run_id, "checkpoint_sha256", sha256_file(dest))
 
-    def sweep(self, teachers) -> None:
+    def budgets(self, teachers, train: bool) -> Budgets:
+        """min_steps: auto: train doubling budgets round by round (each round one Tuner, its own
+        folder `budget-<round>`, resumable) until every (method, volume) is decided, then
+        record each volume's budget on the parent run (`budgets.json`). Reads validation only."""
+        b = self.cfg.budget
+        search = BudgetSearch(b.start_steps, b.max_steps, b.tol, len(b.seeds))
+        methods, stage = self.cfg.students.methods, StageSummary("budget")
+        for round_ in range(len(search.ladder())):
+            todo = search.todo(self._budget_scores(), methods, b.volumes)
+            if not todo:
+                break
+            if not train:
+                raise UserError(f"the training budgets (students.hparams.min_steps: auto) are not decided yet: "
+                                f"run `--stage budget` first ({len(todo)} budget(s) still to try)")
+            cells = budget_cells(self.cfg, teachers, todo)
+            results = self._fit(f"budget-{round_}", {"cell": tune.grid_search([c.config() for c in cells])},
+                                StageSummary(f"budget-{round_}"), len(cells))
+            stage.trials += len(results)
+            stage.errors += results.num_errors
+            if results.num_errors:
+                raise UserError(f"{results.num_errors} budget trial(s) failed (see their FAILED runs in MLflow): "
+                                "the budgets cannot be chosen; fix the cause and --resume")
+        budgets, choices = search.choose(self._budget_scores(), methods, b.volumes)
+        self.tracking.log_budgets(self._parent, budgets, choices)
+        self.summary.budgets, self.summary.budget_choices = budgets, choices
+        if stage.trials:
+            self.summary.stages.append(stage)
+        return budgets
+
+    def _budget_scores(self) -> dict[tuple[str, int, int], list[float]]:
+        """(method, volume, min_steps) -> the budget metric (validation) of each finished trial."""
+        metric, scores = self.cfg.budget.metric, {}
+        for r in self.tracking.children("budget", status="FINISHED"):
+            tags = RunTags.from_mlflow(r.data.tags)
+            if tags.budget is not None and tags.volume is not None and metric in r.data.metrics:
+                scores.setdefault((tags.method, tags.volume, tags.budget), []).append(r.data.metrics[metric])
+        return scores
+
+    def sweep(self, teachers, budgets: Budgets | None = None) -> None:
         """Every swept (method, volume) in one Tuner (`study.per_cell`): each cell keeps its own
         Optuna searcher (seeded `sweep.seed`) and ASHA ladder and gets `sweep.trials` trials, and
         the cells share the stage's workers instead of starting new ones per cell."""
         sw = self.cfg.sweep
         self._refuse_per_cell_sweep()
-        cells = sweep_cells(self.cfg, teachers)
+        cells = sweep_cells(self.cfg, teachers, budgets)
         total = len(cells) * sw.trials
         record_planned(self.tracking.client, self._parent, "sweep", total)
         searchers, schedulers = [], {}

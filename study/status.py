@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 
 import click
 
+from study.config import OPTIONAL_STAGES
 from study.exits import fail
 from study.progress import (
     DRIVER_TAG, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, METRIC_TAG, PLANNED_TAG, RESUME_TAG, STAGE_ORDER, fmt_duration,
@@ -223,6 +224,8 @@ def render(ss: StudyStatus, now: float) -> list[str]:
     head = f"  {'stage':<10} {'done':>5} {'running':>7} {'failed':>7} {'planned':>8} {'elapsed':>8}  best {ss.metric}"
     lines.append(head)
     for st in ss.stages:
+        if st.stage in OPTIONAL_STAGES and not st.seen and st.planned is None:
+            continue  # a stage this study does not have (budget: only with min_steps: auto)
         if not st.seen and not st.planned:
             lines.append(f"  {st.stage:<10} " + ("nothing to run" if st.planned == 0 else
                                                  "not started" if ss.status == "RUNNING" else "not run"))

@@ -8,7 +8,7 @@ from typing import Callable
 
 from analysis import render
 from analysis.runs import load_study
-from analysis.tables import build_cells, comparisons, views
+from analysis.tables import build_cells, comparisons, unconverged_warnings, views
 from analysis.teachers import teacher_table, weak_teachers
 from study.config import StudyConfig
 from study.runner import StudySummary
@@ -26,6 +26,12 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
     for (method, volume), hp in sorted(summary.chosen.items()):
         echo(f"  best {method} at {volume} images (validation): "
              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hp.items())))
+    for volume, steps in sorted(summary.budgets.items()):  # students.hparams.min_steps: auto
+        echo(f"  budget at {volume} images (validation, doubling until it gains < {cfg.budget.tol:g} "
+             f"{cfg.budget.metric}): {steps} steps")
+        for (method, v), choice in sorted(summary.budget_choices.items()):
+            if v == volume:
+                echo(f"    {method}: {choice.text()}")
     _results(cfg, echo)
     uri = cfg.tracking_uri
     echo(f"\nMLflow tracking URI: {uri}")
@@ -47,17 +53,28 @@ def _results(cfg: StudyConfig, echo: Callable[[str], None]) -> None:
         echo(render.markdown_table(view))
         if view.untuned:
             echo(render.UNTUNED_NOTE)
+        if view.unconverged:
+            echo(render.UNCONVERGED_NOTE)
+    for warning in unconverged_warnings(cells):
+        echo(f"\nwarning: {warning}")
     for warning in weak_teachers(teacher_table(runs)):
         echo(f"\nwarning: {warning}")
     comp = comparisons(cells)
     comp = comp[comp["metric"] == "acc"] if not comp.empty else comp
     if comp.empty:
         return
-    echo("\npaired comparisons of test accuracy (same subset, initial weights and test rows per seed; "
-         "95 % t interval):")
+    family = int(comp["p"].notna().sum())  # the Holm family: every test-accuracy comparison with a p-value
+    scope = (f"all {family} test-accuracy comparisons of the study" if family == len(comp) else
+             f"the study's {family} test-accuracy comparisons with a p-value")
+    echo("\npaired comparisons of test accuracy (the two runs of a pair share the training subset, initial "
+         "weights and test rows): mean difference with its 95 % t interval; resolved means Holm-adjusted "
+         f"p < 0.05 across {scope}:")
     for r in comp.itertuples():
         echo(f"  {render.pair_text(r.pair)} at {r.volume}: {render.method_name(r.a)} - {render.method_name(r.b)} "
              f"{r.text}: {render.resolved_text(r)}")
     resolved = int(comp["resolved"].sum())
-    echo(f"  {resolved} of {len(comp)} differences resolved (interval excludes 0); the others cannot be told "
-         "apart from 0 with these seeds and test rows.")
+    budget_bound = int((comp["resolved"] & comp["unconverged"]).sum())
+    echo(f"  {resolved} of {len(comp)} differences resolved (Holm-adjusted p < 0.05 across {scope}); the others "
+         "cannot be told apart from 0 with these seeds and test rows."
+         + (f" {budget_bound} of the resolved ones compare under-trained cells ({render.DDAGGER}): they order "
+            "the budget, not the methods." if budget_bound else ""))

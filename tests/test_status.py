@@ -34,11 +34,14 @@ class Clock:
 
 
 def test_stage_order_is_the_plans():
-    """Without importing study.plan (torch): its STAGES literal."""
-    tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("study/plan.py").read_text())
-    stages = next(ast.literal_eval(n.value) for n in tree.body
-                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "STAGES")
-    assert tuple(stages) == STAGE_ORDER
+    """One tuple, in study.config (torch-free): the plan, the CLI and the status read that one."""
+    from study.cli import run
+    from study.config import STAGES
+    from study.plan import STAGES as plan_stages
+
+    assert STAGE_ORDER is STAGES and plan_stages is STAGES
+    stage_option = next(p for p in run.params if p.name == "stage")
+    assert tuple(stage_option.type.choices) == STAGES
 
 
 # --- a store: parent + trial runs ---------------------------------------------------------------

@@ -91,6 +91,23 @@ def test_config_errors_name_the_key(override, match, tmp_path):
         parse_config(tiny(tmp_path / "d", **override), "cfg.yaml", tmp_path)
 
 
+@pytest.mark.parametrize("ablations,key", [
+    ({"k_values": [4, 8], "k_seeds": [0]}, r"ablations.k_seeds=\[0\]"),
+    ({"k_values": [4], "k_seeds": [0, 0, 0]}, r"ablations.k_seeds=\[0, 0, 0\]"),  # one seed three times
+    ({"efficiency_volumes": [10, 20], "efficiency_seeds": [0, 1]}, r"ablations.efficiency_seeds=\[0, 1\]"),
+])
+def test_an_ablation_with_points_needs_three_seeds(ablations, key, tmp_path):
+    with pytest.raises(ConfigError, match=key + ": give at least 3 different seeds.*a single seed cannot show"):
+        parse_config(tiny(tmp_path / "d", ablations=ablations), "cfg.yaml", tmp_path)
+
+
+def test_ablation_seeds_default_to_three_and_matter_only_with_points(tmp_path):
+    cfg = parse_config(tiny(tmp_path / "d", ablations={"k_values": [4], "efficiency_volumes": [10]}), "c.yaml", tmp_path)
+    assert cfg.ablations.k_seeds == (0, 1, 2) and cfg.ablations.efficiency_seeds == (0, 1, 2)
+    cfg = parse_config(tiny(tmp_path / "d", ablations={"k_seeds": [0]}), "c.yaml", tmp_path)  # no K ablation
+    assert cfg.ablations.k_seeds == (0,) and not cfg.ablations.k_values
+
+
 def test_missing_data_root_is_named(tmp_path):
     raw = tiny(tmp_path)
     raw["data"] = {"kind": "folder", "root": str(tmp_path / "nowhere")}
