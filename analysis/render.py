@@ -7,7 +7,7 @@ from typing import Sequence
 import pandas as pd
 
 from analysis.tables import TableView
-from trainables.convergence import LATE_GAIN_TOL
+from trainables.convergence import FIT_CE_TOL, LATE_GAIN_TOL
 
 METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER", "ap": "AP",
                 **{f"video_{k}": f"video {v}" for k, v in (("acc", "ACC"), ("bacc", "balanced ACC"),
@@ -16,10 +16,12 @@ DAGGER = "†"
 UNTUNED_NOTE = (f"{DAGGER} the paper's fixed hyperparameters, not swept (grid.untuned), beside cells whose "
                 "hyperparameters were swept: not an equal-footing comparison.")
 DDAGGER = "‡"
-UNCONVERGED_NOTE = (f"{DDAGGER} still improving when training stopped: mean validation-AUC gain over the last "
-                    f"third of training above {LATE_GAIN_TOL} (trainables.convergence); this number measures how "
-                    "far the budget got, not what the method can learn: give these cells more steps "
-                    "(students.hparams.min_steps, or min_steps: auto to find a budget on validation).")
+UNCONVERGED_NOTE = (f"{DDAGGER} still improving when training stopped (trainables.convergence): its students had "
+                    f"not fitted their training images (mean final training CE above {FIT_CE_TOL} nats) or their "
+                    f"validation AUC was still rising steeply (mean gain over the last third of training above "
+                    f"{LATE_GAIN_TOL}); this number measures how far the budget got, not what the method can learn: "
+                    "give these cells more steps (students.hparams.min_steps, or min_steps: auto to find a budget "
+                    "on validation).")
 
 
 def num(x: float, digits: int = 3, signed: bool = False) -> str:

@@ -15,7 +15,7 @@ from analysis.tables import TableView, build_cells, comparisons, missing_paper, 
 from analysis.tables import convergence, unconverged_warnings
 from analysis.teachers import CLEAR_MARGIN, teacher_table
 from analysis.variance import variance_table
-from trainables.convergence import LATE_GAIN_TOL
+from trainables.convergence import FIT_CE_TOL, LATE_GAIN_TOL
 from trainables.errors import UserError
 
 FORMATS = ("md", "tex", "csv", "png")
@@ -291,19 +291,20 @@ def _convergence_section(rep: Report) -> list[str]:
         return "not checked (runs recorded before this diagnostic)"
 
     rows = [[r.source, render.pair_text(r.pair), r.method.upper(), r.volume, str(r.steps) or "–",
-             render.num(r.late_gain, signed=True), verdict(r)] for r in conv.itertuples()]
+             render.num(r.train_ce), render.num(r.late_gain, signed=True), verdict(r)] for r in conv.itertuples()]
     lines = ["## Budgets and convergence", "",
-             "A run's late gain: its mean validation AUC over the last third of its epochs minus the mean over "
-             "the third before (trainables.convergence; a run of fewer than 3 epochs has none). A cell is still "
-             f"improving when its runs' mean late gain is above {LATE_GAIN_TOL}: its numbers measure how far the "
-             f"training budget got, not what the method can learn (marked {render.DDAGGER} in the tables). Steps: "
-             "the runs' optimiser steps.", ""]
+             "A cell is still improving when its runs had not fitted their labelled training images (mean "
+             f"cross-entropy of the last epoch above {FIT_CE_TOL} nats) or their validation AUC was still rising "
+             f"steeply (mean late gain above {LATE_GAIN_TOL}; a run's late gain: its mean validation AUC over the "
+             "last third of its epochs minus the mean over the third before; a run of fewer than 3 epochs has "
+             "none; trainables.convergence). Its numbers measure how far the training budget got, not what the "
+             f"method can learn (marked {render.DDAGGER} in the tables). Steps: the runs' optimiser steps.", ""]
     notes = [f"- warning: {w}" for w in unconverged_warnings(rep.cells)]
     if not conv["checked"].any():
         notes += ["- the budget was not checked: no run recorded the diagnostic."]
     lines += notes + [""] if notes else []
-    return lines + [render.md_rows(["source", "pair", "method", "volume", "steps", "mean late gain",
-                                    "still improving"], rows), ""]
+    return lines + [render.md_rows(["source", "pair", "method", "volume", "steps", "final train CE",
+                                    "mean late gain", "still improving"], rows), ""]
 
 
 def _registered_section(rep: Report) -> list[str]:

@@ -27,7 +27,7 @@ from analysis.paper import (
     CELEBDF, FFPP_SOURCES, dataset_of, paper_cells, paper_lookup, paper_table, table_name,
 )
 from analysis.stats import holm, is_resolved, mean_std, paired, per_seed
-from trainables.convergence import LATE_GAIN, LATE_GAIN_TOL, still_improving
+from trainables.convergence import FIT_METRIC, LATE_GAIN, still_improving
 from trainables.model_names import ALIASES
 
 # short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
@@ -220,23 +220,31 @@ def mark_untuned(cells: pd.DataFrame) -> pd.DataFrame:
 
 def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """`unconverged`: the cell's runs (its `run_ids` in `runs`) were still improving when training
-    stopped: their mean late gain of validation AUC is above LATE_GAIN_TOL (trainables.convergence),
-    so its number measures the budget, not the method. Beside it `late_gain` (the mean over its runs;
-    nan when none logged one: runs recorded before the diagnostic, or under 3 epochs) and `steps`
+    stopped (trainables.convergence: their mean final training CE above FIT_CE_TOL, or their mean
+    late gain of validation AUC above LATE_GAIN_TOL), so its number measures the budget, not the
+    method. Beside it `late_gain` and `train_ce` (means over its runs; nan when none logged the
+    diagnostic: runs recorded before it, or under 3 epochs) and `steps`
     (the runs' optimiser steps: one number, 'min–max' when they differ, '' when unknown)."""
     cells = cells.copy()
     by_id = runs.drop_duplicates("run_id", keep="last").set_index("run_id") if not runs.empty else runs
-    gains = by_id[LATE_GAIN] if LATE_GAIN in by_id else pd.Series(math.nan, index=by_id.index)
+    def column(name: str) -> pd.Series:
+        return by_id[name] if name in by_id else pd.Series(math.nan, index=by_id.index)
+
+    gains, ces = column(LATE_GAIN), column(FIT_METRIC)
     steps = by_id["p_steps"] if "p_steps" in by_id else pd.Series(None, index=by_id.index, dtype=object)
-    mean_gain, unconverged, budget = [], [], []
+    mean_gain, mean_ce, unconverged, budget = [], [], [], []
     for run_ids in cells["run_ids"]:
         ids = [r for r in run_ids if r in by_id.index]
         known = [float(gains[r]) for r in ids if pd.notna(gains[r])]
+        # the fit is judged only where the run logged the diagnostic (runs recorded before it are not judged)
+        fits = [float(ces[r]) for r in ids if pd.notna(ces[r]) and pd.notna(gains[r])]
         mean_gain.append(sum(known) / len(known) if known else math.nan)
-        unconverged.append(still_improving(known, LATE_GAIN_TOL))
+        mean_ce.append(sum(fits) / len(fits) if fits else math.nan)
+        unconverged.append(still_improving(known, fits))
         budget.append(steps_text(steps[r] for r in ids))
     cells["unconverged"] = pd.Series(unconverged, index=cells.index, dtype=bool)
     cells["late_gain"] = pd.Series(mean_gain, index=cells.index, dtype=float)
+    cells["train_ce"] = pd.Series(mean_ce, index=cells.index, dtype=float)
     cells["steps"] = pd.Series(budget, index=cells.index, dtype=object)  # int, or 'min–max' text, or ''
     return cells
 
@@ -273,12 +281,14 @@ def unconverged_warnings(cells: pd.DataFrame) -> list[str]:
 def convergence(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (source, pair, method, volume) of the tables: its runs' steps, mean late gain and
     whether they were still improving; `checked` False where no run logged the diagnostic."""
-    columns = ["source", "pair", "method", "volume", "n", "steps", "late_gain", "still_improving", "checked"]
+    columns = ["source", "pair", "method", "volume", "n", "steps", "train_ce", "late_gain", "still_improving",
+               "checked"]
     if cells.empty or "unconverged" not in cells:
         return pd.DataFrame(columns=columns)
     first = cells.drop_duplicates(["source", "pair", "method", "volume"])
     rows = [{"source": r.source, "pair": r.pair, "method": r.method, "volume": r.volume, "n": len(r.run_ids),
-             "steps": r.steps, "late_gain": r.late_gain, "still_improving": bool(r.unconverged),
+             "steps": r.steps, "train_ce": r.train_ce, "late_gain": r.late_gain,
+             "still_improving": bool(r.unconverged),
              "checked": not math.isnan(r.late_gain)} for r in first.itertuples()]
     return pd.DataFrame(rows, columns=columns)
 

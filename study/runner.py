@@ -412,10 +412,7 @@ class StudyRunner:
                 if not mine:
                     raise UserError(f"no finished sweep run for method {method!r} at volume {volume}: "
                                     "run `--stage sweep` first (or set grid.hparams: paper)")
-                # ASHA stops weak trials early: choose among those that ran all epochs
-                last = max(r.data.metrics.get("epoch", 0) for r in mine)
-                best = max((r for r in mine if r.data.metrics.get("epoch", 0) == last),
-                           key=lambda r: r.data.metrics[metric])
+                best = best_sweep_run(mine, metric)
                 params = HParams.from_dict({**HParams.subset(best.data.params, method), "method": method}).to_dict()
                 chosen[(method, volume)] = {k: params[k] for k in space_keys(space, method, volume)}
         return chosen
@@ -456,6 +453,16 @@ class StudyRunner:
         if watch.interrupted or stage.trials < expected:
             raise StudyInterrupted(name)
         return results
+
+
+def best_sweep_run(runs: list, metric: str):
+    """The sweep's choice among one cell's finished runs: ASHA stops weak trials early, so among
+    those that ran all epochs, the highest `metric`; a tie (a small validation set gives equal
+    values) goes to the trial started first, so the choice never depends on the order a search
+    returns the runs in."""
+    last = max(r.data.metrics.get("epoch", 0) for r in runs)
+    complete = [r for r in runs if r.data.metrics.get("epoch", 0) == last]
+    return max(complete, key=lambda r: (r.data.metrics[metric], -r.info.start_time, r.info.run_id))
 
 
 class _InterruptWatch(logging.Handler):

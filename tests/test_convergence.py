@@ -12,10 +12,12 @@ from analysis.tables import build_cells, convergence, unconverged_warnings, view
 from trainables.convergence import LATE_GAIN, late_gain, still_improving
 from test_analysis_store import store  # noqa: F401  (fixture)
 
-GAINS = {"vt": 0.0, "kd": 0.05}  # per method: the late gain of each of its runs
+GAINS = {"vt": 0.0, "kd": 0.12}  # per method: the late gain of each of its runs (KD's still rising steeply)
+CES = {"vt": 0.02, "kd": 0.03}  # per method: the final training CE of each of its runs (both fitted)
 
 
-def runs(gains: dict[str, float] | None = GAINS, steps: int | None = 60, teacher_gain: float | None = None):
+def runs(gains: dict[str, float] | None = GAINS, steps: int | None = 60, teacher_gain: float | None = None,
+         ces: dict[str, float] = CES):
     """A runs frame (as analysis.runs reads it): 3 seeds per method at volume 100, pair r->s, and
     the teachers-stage run of the student's architecture (the `full` row). `gains=None`, `steps=None`:
     runs recorded before the diagnostic (neither the metric nor the param)."""
@@ -26,7 +28,7 @@ def runs(gains: dict[str, float] | None = GAINS, steps: int | None = 60, teacher
                    "method": method, "volume": "100", "pair": "r->s" if method != "vt" else "->s",
                    "teachers": "r" if method != "vt" else "", "student": "s", "seed": seed, "arch": "s",
                    "hparams_from": "sweep", "test_rows": "abc", "test_acc": 0.7 + 0.01 * m_i + 0.001 * seed,
-                   "test_auc": 0.8}
+                   "test_auc": 0.8, "train_ce": ces[method]}  # a per-epoch metric: older runs have it too
             if gains is not None:
                 row[LATE_GAIN] = gains[method]
             if steps is not None:
@@ -34,7 +36,8 @@ def runs(gains: dict[str, float] | None = GAINS, steps: int | None = 60, teacher
             rows.append(row)
     teacher = {"run_id": "t0", "status": "FINISHED", "stage": "teachers", "source": "synthetic", "method": "",
                "volume": "full", "pair": "", "teachers": "", "teacher_name": "r", "student": "s", "seed": 0,
-               "arch": "s", "hparams_from": "", "test_rows": "abc", "test_acc": 0.9, "test_auc": 0.95}
+               "arch": "s", "hparams_from": "", "test_rows": "abc", "test_acc": 0.9, "test_auc": 0.95,
+               "train_ce": 0.02}
     if teacher_gain is not None:
         teacher[LATE_GAIN] = teacher_gain
     return pd.DataFrame(rows + [teacher])
@@ -55,10 +58,17 @@ def test_late_gain_of_a_hand_curve():
 
 def test_still_improving_ignores_unknown_gains():
     nan = math.nan
-    assert still_improving([0.015, nan])  # nan left out, not counted as 0
-    assert not still_improving([0.0, nan, 0.015])  # mean of the known two: 0.0075
-    assert not still_improving([0.01]) and still_improving([0.011])  # strictly above the tolerance
+    assert still_improving([0.06, nan])  # nan left out, not counted as 0
+    assert not still_improving([0.0, nan, 0.06])  # mean of the known two: 0.03
+    assert not still_improving([0.05]) and still_improving([0.051])  # strictly above the tolerance
     assert not still_improving([nan]) and not still_improving([])
+
+
+def test_still_improving_when_the_training_images_are_not_fitted():
+    nan = math.nan
+    assert still_improving([0.0], [0.2, 0.15]) and still_improving([], [0.2])  # final training CE above 0.1
+    assert not still_improving([0.0], [0.1]) and still_improving([0.0], [0.101])
+    assert not still_improving([0.0], [0.05, nan])  # nan left out: 0.05
 
 
 def test_a_cell_still_improving_is_marked_in_every_table_and_warned_of():
@@ -66,7 +76,8 @@ def test_a_cell_still_improving_is_marked_in_every_table_and_warned_of():
     flagged = cells[cells["unconverged"]]
     assert set(flagged["method"]) == {"kd"} and set(flagged["metric"]) == {"acc", "auc"}
     kd, vt = _cell(cells, "100", "kd"), _cell(cells, "100", "vt")
-    assert kd["late_gain"] == pytest.approx(0.05) and vt["late_gain"] == pytest.approx(0.0)
+    assert kd["late_gain"] == pytest.approx(0.12) and vt["late_gain"] == pytest.approx(0.0)
+    assert kd["train_ce"] == pytest.approx(0.03) and vt["train_ce"] == pytest.approx(0.02)
     assert kd["steps"] == 60 and vt["steps"] == 60
     (acc,) = [v for v in views(cells) if v.metric == "acc"]
     assert acc.unconverged
@@ -75,7 +86,8 @@ def test_a_cell_still_improving_is_marked_in_every_table_and_warned_of():
     kd_col = header.index(" KD ")
     marked = [line.split("|")[kd_col] for line in table.splitlines() if render.DDAGGER in line]
     assert len(marked) == 1 and render.DDAGGER in marked[0] and table.count(render.DDAGGER) == 1
-    assert render.DDAGGER in render.UNCONVERGED_NOTE and "0.01" in render.UNCONVERGED_NOTE
+    assert render.DDAGGER in render.UNCONVERGED_NOTE and "0.05" in render.UNCONVERGED_NOTE
+    assert "training CE above 0.1 nats" in render.UNCONVERGED_NOTE
     tex = render.latex_table(acc, "t")
     assert tex.count(r"$^\ddagger$") == 2  # the KD cell and the caption
     by_method = render.metrics_markdown(cells, acc.title, ("acc", "auc"))
@@ -87,7 +99,8 @@ def test_a_cell_still_improving_is_marked_in_every_table_and_warned_of():
 
 
 def test_runs_recorded_before_the_diagnostic_are_not_flagged():
-    cells = build_cells(runs(gains=None, steps=None))
+    # they have the per-epoch training CE, far from fitted here, but are not judged on it alone
+    cells = build_cells(runs(gains=None, steps=None, ces={"vt": 0.5, "kd": 0.5}))
     assert not cells["unconverged"].any() and cells["late_gain"].isna().all() and (cells["steps"] == "").all()
     assert not any(v.unconverged for v in views(cells)) and unconverged_warnings(cells) == []
     assert all(render.DDAGGER not in render.markdown_table(v) for v in views(cells))
@@ -101,13 +114,21 @@ def test_steps_that_differ_are_a_range_and_unknown_gains_are_left_out():
     frame = runs()
     frame.loc[frame["run_id"] == "kd0", "p_steps"] = 40
     frame.loc[frame["run_id"] == "kd1", LATE_GAIN] = math.nan  # one run under 3 epochs
-    frame.loc[frame["run_id"] == "kd2", LATE_GAIN] = 0.0  # the known two: 0.05 and 0.0
+    frame.loc[frame["run_id"] == "kd2", LATE_GAIN] = 0.02  # the known two: 0.12 and 0.02
+    frame.loc[frame["run_id"] == "kd1", "train_ce"] = 0.9  # left out with its run's diagnostic
     kd = _cell(build_cells(frame), "100", "kd")
-    assert kd["steps"] == "40–60" and kd["late_gain"] == pytest.approx(0.025) and kd["unconverged"]
+    assert kd["steps"] == "40–60" and kd["late_gain"] == pytest.approx(0.07) and kd["unconverged"]
+    assert kd["train_ce"] == pytest.approx(0.03)
+
+
+def test_a_student_that_had_not_fitted_its_training_images_is_flagged():
+    cells = build_cells(runs(gains={"vt": 0.0, "kd": 0.0}, ces={"vt": 0.02, "kd": 0.3}))
+    assert _cell(cells, "100", "kd")["unconverged"] and not _cell(cells, "100", "vt")["unconverged"]
+    assert _cell(cells, "100", "kd")["train_ce"] == pytest.approx(0.3)
 
 
 def test_the_teacher_row_is_judged_the_same_way():
-    cells = build_cells(runs(teacher_gain=0.05))
+    cells = build_cells(runs(teacher_gain=0.12))
     assert _cell(cells, "full", "vt")["unconverged"] and not _cell(cells, "100", "vt")["unconverged"]
     assert unconverged_warnings(cells)[0].startswith("at the full training set (synthetic, r→s) vt was")
     assert not _cell(build_cells(runs(teacher_gain=0.0)), "full", "vt")["unconverged"]
@@ -121,7 +142,7 @@ def test_the_report_section_has_a_row_per_cell():
     section = "\n".join(_convergence_section(SimpleNamespace(cells=cells))).splitlines()
     assert section[0] == "## Budgets and convergence"
     rows = {line.split("|")[3].strip(): line for line in section if line.startswith("| synthetic | r→s | ")}
-    assert rows["KD"].endswith("| yes |") and "| 60 | +0.050 |" in rows["KD"]
+    assert rows["KD"].endswith("| yes |") and "| 60 | 0.030 | +0.120 |" in rows["KD"]
     assert rows["VT"].endswith("| no |")
     assert any(line.startswith("- warning: at 100 images") for line in section)
 

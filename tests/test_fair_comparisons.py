@@ -209,3 +209,19 @@ def test_resolved_is_said_in_plain_words():
     row = next(c for c in comparisons(build_cells(noisy)).itertuples() if c.metric == "acc")
     assert not row.resolved and render.resolved_text(row).startswith("not resolved (interval includes 0")
     assert not math.isnan(row.low)
+
+
+def test_the_sweeps_choice_breaks_ties_by_start_order_whatever_order_runs_come_in():
+    """Equal validation values (a small validation set) go to the trial started first; a trial
+    ASHA stopped early is never chosen, however high its metric."""
+    import itertools
+    from types import SimpleNamespace as NS
+
+    from study.runner import best_sweep_run
+
+    def run(rid, start, auc, epoch=2):
+        return NS(info=NS(run_id=rid, start_time=start), data=NS(metrics={"val_auc": auc, "epoch": epoch}))
+
+    runs = [run("a", 300, 0.70), run("b", 100, 0.70), run("c", 200, 0.65), run("d", 50, 0.90, epoch=0)]
+    for order in itertools.permutations(runs):
+        assert best_sweep_run(list(order), "val_auc").info.run_id == "b"

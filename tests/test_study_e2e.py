@@ -148,7 +148,9 @@ def test_crashed_trial_resumes_from_its_checkpoint_with_the_same_result(tmp_path
     a, b = children(runs(work, "plain")), children(runs(work, "crashed"))
     assert len(b) == 1 and b["status"].iloc[0] == "FINISHED"
     # the retried trial resumed from epoch 1 and ended exactly where the undisturbed one did
-    for metric in ("metrics.test_acc", "metrics.test_auc", "metrics.val_auc", "metrics.train_loss"):
+    # ... and its convergence diagnostic read the whole curve (epochs before the crash travel in the state)
+    for metric in ("metrics.test_acc", "metrics.test_auc", "metrics.val_auc", "metrics.train_loss",
+                   "metrics.val_late_gain"):
         assert a[metric].iloc[0] == pytest.approx(b[metric].iloc[0], abs=1e-6), metric
     history = mlflow.MlflowClient().get_metric_history(b["run_id"].iloc[0], "train_loss")
     assert sorted({m.step for m in history}) == [0, 1, 2]
@@ -210,7 +212,7 @@ def test_one_config_run_twice_one_at_a_time_chooses_the_same_and_retrains_on_req
     runs of one config choose the same values. The second study retrains its teacher
     (--retrain-teachers) instead of reusing the first one's."""
     work = tmp_path / "w"
-    chosen, sweeps = [], []
+    chosen, sweeps, seen = [], [], []
     for name, extra in (("rep-a", ()), ("rep-b", ("--retrain-teachers",))):
         cfg = write_config(tmp_path / f"{name}.yaml", synthetic_root, name,
                            teachers=[{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 1, "batch_size": 64}}],
@@ -230,8 +232,14 @@ def test_one_config_run_twice_one_at_a_time_chooses_the_same_and_retrains_on_req
         sweep = children(frame)
         sweep = sweep[sweep["tags.stage"] == "sweep"].sort_values("start_time")
         sweeps.append(list(zip(sweep["params.tau"], sweep["params.lam"], sweep["params.batch_size"])))
-    assert sweeps[0] == sweeps[1] and len(sweeps[0]) == 3  # the same trials in the same order
-    assert chosen[0] == chosen[1] and chosen[0][0]["method"] == "ckd"
+        # what each study saw, printed should the two differ (this test once failed in a full run and
+        # not alone; its output was lost): the teacher's checkpoint and every sweep trial's values
+        teacher = children(frame)[children(frame)["tags.stage"] == "teachers"]
+        seen.append({"teacher": list(teacher.get("tags.checkpoint_sha256", [])),
+                     "trials": sweep[["tags.trial_id", "params.tau", "params.lam", "params.batch_size",
+                                      "metrics.val_auc", "metrics.epoch"]].to_dict("records")})
+    assert sweeps[0] == sweeps[1] and len(sweeps[0]) == 3, seen  # the same trials in the same order
+    assert chosen[0] == chosen[1] and chosen[0][0]["method"] == "ckd", (chosen, seen)
 
 
 def test_a_sweep_interrupted_mid_way_resumes_to_each_cells_budget(tmp_path, synthetic_root):
@@ -260,3 +268,38 @@ def test_a_sweep_interrupted_mid_way_resumes_to_each_cells_budget(tmp_path, synt
         assert final.loc[final["run_id"] == run_id, "end_time"].iloc[0] == end
     grid = final[final["tags.stage"] == "grid"]
     assert len(grid) == 2 and set(grid["tags.hparams_from"]) == {"sweep"}
+
+
+def test_min_steps_auto_finds_each_volumes_budget_on_validation_and_the_grid_uses_it(tmp_path, synthetic_root):
+    """A budget stage of doubling rounds (budget-0, budget-1, ...) before the grid: its trials score
+    validation only, the chosen budgets land on the parent run, and every grid run trains at its
+    volume's budget and records it (param steps) with its convergence diagnostic."""
+    work = tmp_path / "w"
+    cfg = write_config(tmp_path / "auto.yaml", synthetic_root, "auto", teachers=[],
+                       students={"pairs": ["test_efficientnet"], "methods": ["vt"], "volumes": [10, 20],
+                                 "seeds": [0, 1], "hparams": {"epochs": 3, "min_steps": "auto"}},
+                       budget={"start_steps": 3, "max_steps": 12, "seeds": [0, 1], "max_eval_per_class": 30},
+                       sweep={}, ablations={}, grid={"hparams": "paper"})
+    done = study("run", str(cfg), "--workdir", str(work))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    frame = runs(work, "auto")
+    parent = frame[frame["tags.kind"] == "parent"]
+    path = mlflow.MlflowClient().download_artifacts(parent["run_id"].iloc[0], "budgets.json", str(tmp_path))
+    recorded = json.loads(Path(path).read_text())
+    budgets = {int(v): b for v, b in recorded["budgets"].items()}
+    assert set(budgets) == {10, 20} and all(b in (3, 6, 12) for b in budgets.values())
+    assert "budget at 10 images" in done.stdout
+    kids = children(frame)
+    tried = kids[kids["tags.stage"] == "budget"]
+    assert len(tried) >= 2 * 2 * 2  # round 0: two budgets x two volumes x two seeds
+    assert "metrics.test_acc" not in tried or tried["metrics.test_acc"].isna().all()  # never scored on test
+    for choice in recorded["choices"]:  # each choice rests on the validation means of the budgets tried
+        steps = [s for s, _ in choice["validation_means"]]
+        assert choice["steps"] in steps
+    grid = kids[kids["tags.stage"] == "grid"]
+    assert len(grid) == 4
+    for _, run in grid.iterrows():
+        budget = budgets[int(run["tags.volume"])]
+        assert int(run["params.min_steps"]) == budget
+        assert int(run["params.steps"]) == budget  # 3 epochs of budget / 3 steps (each volume is one batch)
+        assert run["metrics.val_late_gain"] == run["metrics.val_late_gain"]  # logged (not nan)
