@@ -139,6 +139,14 @@ class Resources:
     gpu: float = 0.0
     loader_workers: int = 2  # DataLoader processes decoding a streamed teacher split (0: in the trial)
     memory: int | None = None  # bytes of RAM each trial reserves in Ray's scheduler (None: no reservation)
+    # a teacher trial's CPUs and GPUs (default: cpu, gpu): the teachers' stage runs a few long
+    # trials, one per teacher, which may use a node's cores that the students' many trials share
+    teacher_cpu: float | None = None
+    teacher_gpu: float | None = None
+
+    def for_teachers(self) -> "Resources":
+        return dataclasses.replace(self, cpu=self.teacher_cpu or self.cpu,
+                                   gpu=self.gpu if self.teacher_gpu is None else self.teacher_gpu)
 
 
 @dataclass(frozen=True)
@@ -515,13 +523,17 @@ def _budget(b: Reader, students: StudentsConfig, grid: GridConfig, sweep: SweepC
 
 
 def _resources(res: Reader) -> Resources:
-    res.check_keys({"cpu", "gpu", "loader_workers", "memory"})
+    res.check_keys({"cpu", "gpu", "loader_workers", "memory", "teacher_cpu", "teacher_gpu"})
     resources = Resources(res.get("cpu", float, 1.0, positive=True), res.get("gpu", float, 0.0),
-                          res.get("loader_workers", int, 2), byte_count(res, "memory", None))
+                          res.get("loader_workers", int, 2), byte_count(res, "memory", None),
+                          res.get("teacher_cpu", float, None, positive=True) if "teacher_cpu" in res.mapping else None,
+                          res.get("teacher_gpu", float, None) if "teacher_gpu" in res.mapping else None)
     if resources.loader_workers < 0:
         raise res.error("resources.loader_workers", resources.loader_workers, "must be >= 0 (0 decodes in the trial)")
-    if resources.gpu < 0 or (resources.gpu > 1 and not float(resources.gpu).is_integer()):
-        raise res.error("resources.gpu", resources.gpu, "a fraction in [0, 1] or a whole number of GPUs")
+    for key in ("gpu", "teacher_gpu"):
+        gpu = getattr(resources, key)
+        if gpu is not None and (gpu < 0 or (gpu > 1 and not float(gpu).is_integer())):
+            raise res.error(f"resources.{key}", gpu, "a fraction in [0, 1] or a whole number of GPUs")
     return resources
 
 

@@ -274,7 +274,7 @@ class StudyRunner:
         if todo:
             record_planned(self.tracking.client, self._parent, "teachers", len(todo))
             results = self._fit("teachers", {"cell": tune.grid_search([c.config() for c in todo])}, stage,
-                                len(todo), log_models=True)
+                                len(todo), log_models=True, resources=self.cfg.resources.for_teachers())
             self._record_teachers(results)
             for cell in todo:
                 ref = self._finished_teacher(cell)
@@ -426,8 +426,9 @@ class StudyRunner:
 
     # --- one Tuner ---------------------------------------------------------------
     def _fit(self, name: str, param_space: dict, stage: StageSummary, expected: int, *,
-             search_alg=None, scheduler=None, num_samples: int = 1, log_models: bool = False):
-        resources = trial_resources(self.cfg.resources)
+             search_alg=None, scheduler=None, num_samples: int = 1, log_models: bool = False,
+             resources: Resources | None = None):
+        resources = trial_resources(resources or self.cfg.resources)
         path = f"{self.storage}/{name}"
         t0 = time.perf_counter()
         tuner = restored_tuner(path, resources)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from study.config import Resources, parse_config
+from trainables.errors import ConfigError
 from study.runner import trial_resources
 from trainables import engine
 from trainables.data.stream import FileSet
@@ -128,3 +129,23 @@ def test_gpu_fractions_reach_the_trials(tmp_path):
     cfg = parse_config(raw, "g.yaml", tmp_path)
     assert trial_resources(cfg.resources) == {"cpu": 2.0, "gpu": 0.25}  # 4 students share one GPU
     assert trial_resources(Resources()) == {"cpu": 1.0, "gpu": 0.0}
+
+
+def test_teachers_may_take_their_own_cpus_and_gpus(tmp_path):
+    """A teachers' stage runs one long trial per teacher: resources.teacher_cpu / teacher_gpu give
+    it a node's cores (or a whole GPU) while students keep sharing them; unset, teachers ask what
+    students ask."""
+    raw = {
+        "name": "g", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "num_images": 480, "size": 32},
+        "students": {"pairs": ["test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": [0]},
+        "resources": {"cpu": 1, "gpu": 0.25, "teacher_cpu": 2, "teacher_gpu": 1},
+    }
+    cfg = parse_config(raw, "g.yaml", tmp_path)
+    assert trial_resources(cfg.resources) == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources(cfg.resources.for_teachers()) == {"cpu": 2.0, "gpu": 1.0}
+    raw["resources"] = {"cpu": 3, "gpu": 0.5}
+    same = parse_config(raw, "g.yaml", tmp_path).resources
+    assert trial_resources(same.for_teachers()) == trial_resources(same) == {"cpu": 3.0, "gpu": 0.5}
+    raw["resources"] = {"teacher_gpu": 1.5}
+    with pytest.raises(ConfigError, match="resources.teacher_gpu=1.5"):
+        parse_config(raw, "g.yaml", tmp_path)
