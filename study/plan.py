@@ -35,7 +35,7 @@ class Cell:
     def config_hash(self) -> str:
         """What is trained: the spec's identity (TrialSpec marks what does not count) and the
         hyperparameters."""
-        return stable_hash({"spec": self.spec.identity(), "hparams": HParams.from_dict(self.hparams).to_dict()})
+        return stable_hash({"spec": self.spec.identity(), "hparams": HParams.from_dict(self.hparams).identity()})
 
     def config(self) -> dict[str, Any]:
         """Plain data for Ray: {"spec", "hparams", "tags"} (tags as MLflow strings)."""

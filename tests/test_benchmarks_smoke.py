@@ -54,6 +54,12 @@ def test_data_throughput_smoke(tmp_path):
                    "stream_ips_w2", "stream_model_ips_test_resnet", "stream_model_ips_mobilenetv3_small_050"])
 
 
+def test_distill_cost_smoke(tmp_path):
+    result = run_script("distill_cost", "--smoke", "--threads", "1", "--root", str(tmp_path / "data"))
+    check(result, ["kd_cached", "rkd_cached", "ckd_cached", "kd_uncached", "ckd_uncached", "kd_live_aug",
+                   "kd_live_aug_vs_vt_aug"])  # live_aug: KD with crops and mixup, its teacher live
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the full benchmark")
 def test_gpu_throughput_without_cuda_says_so():
     assert run_script("gpu_throughput") == {"cuda": 0.0}

@@ -51,7 +51,7 @@ def test_every_shipped_config_plans_every_stage_into_trial_specs(path, tmp_path)
         assert hp.method == tags.method and hp.seed == tags.seed
         assert set(hp.to_dict()) == set(HParams.keys(hp.method))  # its own options, no other method's
         if spec.role == "student":
-            assert spec.volume == tags.volume and spec.subset_seed == tags.seed
+            assert spec.volume == tags.volume and spec.subset_seed == tags.draw_or_seed
             assert bool(spec.teachers) == needs_teachers(hp.method)  # teachers exactly where distilled
         assert RunTags.from_mlflow(tags.to_mlflow()) == tags  # MLflow's strings read back the same
     expected = {"teachers"} if teacher_cells(cfg) else set()
@@ -96,3 +96,22 @@ def test_study_report_runs_without_torch_or_ray(store, tmp_path):  # noqa: F811
     failed = subprocess.run([sys.executable, "-c", BLOCKER + "import trainables.engine"], capture_output=True,
                             text=True, timeout=120)
     assert failed.returncode != 0 and "is blocked in this test" in failed.stderr
+
+
+def test_a_trials_identity_survives_new_hyperparameters_at_their_defaults(tmp_path):
+    """Config hashes pinned as code before `augment` and its options existed computed them: a
+    teacher finished then is still found (and reused) now. A new key set away from its default
+    does change the identity."""
+    from study.config import parse_config
+    from study.plan import grid_cells, teacher_cells
+
+    raw = {"name": "h", "data": {"kind": "synthetic", "root": "/nonexistent/d", "num_images": 480, "size": 32},
+           "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 2}}],
+           "students": {"pairs": ["r->test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": [0],
+                        "hparams": {"epochs": 2}},
+           "grid": {"hparams": "paper"}}
+    cfg = parse_config(raw, "h.yaml", "/tmp/hw")
+    assert teacher_cells(cfg)[0].config_hash == "4b7230d86ae0ffaf"
+    assert grid_cells(cfg, {}, {})[0].config_hash == "0bc94c4b95cdae78"
+    raw["students"]["hparams"]["augment"] = ["flip", "crop"]
+    assert grid_cells(parse_config(raw, "h.yaml", "/tmp/hw"), {}, {})[0].config_hash != "0bc94c4b95cdae78"

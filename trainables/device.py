@@ -50,7 +50,8 @@ def memory_format(device: torch.device, hp: HParams) -> torch.memory_format:
 
 
 def to_input(images: Tensor, device: torch.device, fmt: torch.memory_format = torch.contiguous_format) -> Tensor:
-    """uint8 (B, 3, S, S) -> normalised float on `device`."""
+    """uint8 (B, 3, S, S) -> normalised float on `device`; also an augmented float batch on
+    [0, 255] (trainables/augment.py), which is divided in place when already on `device`."""
     x = images.to(device, non_blocking=True).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)

@@ -1,11 +1,14 @@
 """The plain PyTorch loop: train a teacher, distil a student, evaluate. No Ray, no MLflow.
 
-Images arrive as uint8 tensors (N, 3, S, S) held in memory; the only augmentation is a
-horizontal flip, so every teacher's outputs on the student subset are computed once per
-(image, flip) and reused by every step (`TeacherCache`): a distillation step costs about
-what a vanilla step costs. `trainables.teacher_cache` keeps these outputs on disk so all
-trials of a study share them; `train_student(..., cache_teachers=False)` runs the teachers
-on every step instead (same numbers, for measuring what the cache saves). Runs are
+Images arrive as uint8 tensors (N, 3, S, S) held in memory. Each step augments its batch
+once (`hp.augment`, trainables/augment.py) and gives the same tensor to the student and to
+the teachers. With horizontal flips alone (the default), every teacher's outputs on the
+student subset are computed once per (image, flip) and reused by every step
+(`TeacherCache`): a distillation step costs about what a vanilla step costs.
+`trainables.teacher_cache` keeps these outputs on disk so all trials of a study share them;
+`train_student(..., cache_teachers=False)` runs the teachers on every step instead (same
+numbers, for measuring what the cache saves). With crops, colour jitter, mixup or cutmix
+every step makes new views, and the teachers run live on them (no cache is made). Runs are
 repeatable on the CPU for a seed, also across a resume from an epoch checkpoint (the
 batch generator and the torch, numpy, python and CUDA RNG states are part of the state).
 """
@@ -22,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables import augment
+from trainables.augment import draw_flips, flip_batch  # noqa: F401  (flip_batch: re-exported)
 from trainables.data.decoded import MappedImages
 from trainables.data.stream import BatchStream, FileSet
 from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
@@ -75,15 +80,6 @@ class TrainResult:
 EpochCallback = Callable[[int, dict, Callable[[], dict]], None]
 
 
-def flip_batch(images: Tensor, flips: Tensor) -> Tensor:
-    """Horizontally flip the rows where `flips` is True."""
-    if not bool(flips.any()):
-        return images
-    out = images.clone()
-    out[flips] = images[flips].flip(-1)
-    return out
-
-
 def prepare_teacher(teacher: Detector, device: torch.device, hp: HParams) -> Detector:
     """Frozen, in eval mode, on `device` in the run's memory format."""
     return teacher.to(device).to(memory_format=memory_format(device, hp)).eval().requires_grad_(False)
@@ -112,10 +108,13 @@ class TeacherCache:
     @torch.no_grad()
     def compute(cls, teacher: Detector, images: Tensor, device: torch.device, hp: HParams,
                 batch_size: int = 128) -> "TeacherCache":
+        if not hp.teacher_cacheable:
+            raise ValueError(f"augment={list(hp.augment)} makes new views every step: the teachers run "
+                             "live on them, a cache of the plain images would not be what the student sees")
         teacher.eval()
         fmt = memory_format(device, hp)
         logits, feats = [], []
-        for flipped in ((False, True) if hp.flip else (False,)):
+        for flipped in ((False, True) if hp.flipping else (False,)):
             lo, fe = [], []
             for start in range(0, len(images), batch_size):
                 x = images[start:start + batch_size]
@@ -257,7 +256,9 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
     The teachers' outputs come from `teacher_caches` when given (one per teacher, e.g.
     from `trainables.teacher_cache`; `teachers` may then be empty), else are computed
     once here. `cache_teachers=False` runs every teacher on every step instead: the
-    same numbers, at the teachers' cost (benchmarks only).
+    same numbers, at the teachers' cost (benchmarks only). When `hp.augment` lists more
+    than flips, every step makes new views: the teachers always run live on them (and
+    `teacher_caches` are refused).
     `resume` is a state returned by the callback's `state()`: training continues after
     its epoch with the same RNG streams, so the result equals an undisturbed run's.
     """
@@ -315,7 +316,8 @@ class _Run:
     device: torch.device
     labels: Tensor  # the training labels, on the device
     caches: list[TeacherCache] = field(default_factory=list)
-    live: list[Detector] = field(default_factory=list)  # teachers run on every step (cache_teachers=False)
+    # teachers run on every step: cache_teachers=False, or augmentations beyond flips
+    live: list[Detector] = field(default_factory=list)
 
     @classmethod
     def build(cls, model: Detector, teachers: Sequence[Detector], train: TrainData, hp: HParams,
@@ -333,10 +335,15 @@ class _Run:
             if not isinstance(train, ImageSet):
                 raise ValueError(f"method {hp.method!r} distils on a subset held in memory (ImageSet); "
                                  f"a streamed FileSet is for vanilla training of full splits")
-            if teacher_caches is not None:
+            if not hp.teacher_cacheable:  # new views every step: the teachers see each of them
+                if teacher_caches is not None:
+                    raise ValueError(f"teacher_caches were given but augment={list(hp.augment)} makes new "
+                                     "views every step: pass the teacher models, which then run live")
+                live = [prepare_teacher(t, device, hp) for t in teachers]
+            elif teacher_caches is not None:
                 caches = list(teacher_caches)
                 for i, c in enumerate(caches):
-                    c.check(len(train), hp.flip, where=f"teacher_caches[{i}]")
+                    c.check(len(train), hp.flipping, where=f"teacher_caches[{i}]")
             elif cache_teachers:
                 caches = [TeacherCache.compute(prepare_teacher(t, device, hp), train.images, device, hp)
                           for t in teachers]
@@ -352,9 +359,15 @@ class _Run:
     def step(self, idx: Tensor, flips: Tensor, images: Tensor, epoch: int) -> tuple[float, dict[str, float]]:
         """One optimiser step on a batch; (the loss, its logged parts)."""
         device, hp = self.device, self.hp
-        # uint8 to the device first (pinned when streamed on CUDA), flipped there
+        # uint8 to the device first (pinned when streamed on CUDA), augmented there: drawn once,
+        # applied once, the one tensor `x` seen by the student and every live teacher
         idx_dev, flips_dev = idx.to(device), flips.to(device)
-        x = to_input(flip_batch(images.to(device, non_blocking=True), flips_dev), device, memory_format(device, hp))
+        images = images.to(device, non_blocking=True)
+        if hp.teacher_cacheable:  # flips at most: as the teacher cache was computed
+            views, mix = flip_batch(images, flips_dev), None
+        else:
+            views, mix = augment.views(images, flips_dev, hp, self.gen)  # float on [0, 255]
+        x = to_input(views, device, memory_format(device, hp))
         with autocast(device, hp):
             z, logits = self.model(x)
         student = Outputs(logits=logits.float(), features=z.float())
@@ -362,7 +375,7 @@ class _Run:
             teacher_out = [teacher_forward(t, x, device, hp) for t in self.live]
         else:
             teacher_out = [c.lookup(idx_dev, flips_dev) for c in self.caches]
-        loss, parts = self.loss_fn(student, teacher_out, self.labels[idx_dev], idx_dev)
+        loss, parts = self.loss_fn(student, teacher_out, self.labels[idx_dev], idx_dev, mix)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
                                    f"lower lr ({hp.lr}), or check {hp.method}'s options {hp.options}")
@@ -380,7 +393,7 @@ class _Run:
             "loss": {k: v.detach().cpu() for k, v in self.loss_fn.state_dict().items()},
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "generator": self.gen.get_state(),  # batches and flips
+            "generator": self.gen.get_state(),  # batches, flips and the other augmentations
             **rng_state(self.device),  # torch_rng, numpy_rng, python_rng (+ cuda_rng)
         })
 
@@ -396,9 +409,10 @@ class _Run:
 
 
 def _plan_epoch(n: int, hp: HParams, steps: int, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
-    """The epoch's (index batch, flips) pairs, drawn from `gen` in step order."""
+    """The epoch's (index batch, flips) pairs, drawn from `gen` in step order (a step then
+    draws its other augmentations from `gen` as it runs)."""
     plan = []
     for idx in batches(n, hp.batch_size, steps, gen):
-        flips = (torch.rand(len(idx), generator=gen) < 0.5) if hp.flip else torch.zeros(len(idx), dtype=torch.bool)
+        flips = draw_flips(len(idx), gen) if hp.flipping else torch.zeros(len(idx), dtype=torch.bool)
         plan.append((idx, flips))
     return plan

@@ -5,10 +5,13 @@
 (e.g. CKD's `tau`, `k`; the method's `options` dataclass, in `trainables.methods`), and rejects
 anything else, and impossible values, with a message naming the key. After that the
 code reads `hp.lr` and `hp.options.tau`, never `config["tau"]`; `to_dict()` gives back
-the common keys plus this method's options only (what a run logs as params).
+the common keys plus this method's options only (what a run logs as params). A list of
+names (`augment`) is a tuple here, and reads back from a YAML list or the string MLflow
+logs ("('flip', 'crop')") alike.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
@@ -18,6 +21,18 @@ from trainables.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
+# what `augment` may list, in the order a step applies them (trainables/augment.py)
+AUGMENTATIONS = ("flip", "crop", "color", "mixup", "cutmix")
+# a teacher's outputs under these depend on the image and one of few states only (flipped or
+# not), so they are computed once per (image, state) and cached; any other augmentation makes
+# a new view every step, and the teachers then run live on it
+CACHEABLE_AUGMENTATIONS = ("flip",)
+
+
+# field metadata: a key added after trials were first identified by their hyperparameters; at its
+# default it is left out of `identity()`, so what was trained before it existed keeps its identity
+# (a finished teacher is still found and reused)
+LATER = {"later": True}
 
 
 def _baseline() -> str:
@@ -43,7 +58,16 @@ class HParams:
     schedule: str = "cosine"  # teachers trained with a constant lr were too weak (FACTS.md)
     warmup_epochs: int = 0
     lam: float = 0.1  # weight of the distillation term; paper's lambda for CKD
-    flip: bool = True  # horizontal-flip augmentation
+    flip: bool = True  # horizontal flips; false removes "flip" from `augment` (the older switch)
+    # what a step applies to each image, teacher and student seeing the same view
+    # (AUGMENTATIONS; order does not matter); anything beyond "flip" runs the teachers live
+    augment: tuple[str, ...] = field(default=("flip",), metadata=LATER)
+    # crop: area kept uniform in [crop_scale, 1] (torchvision's 0.08 may keep 8 % of a face)
+    crop_scale: float = field(default=0.5, metadata=LATER)
+    # color: brightness, contrast, saturation x U[1 - s, 1 + s] (timm's 0.4)
+    color_strength: float = field(default=0.4, metadata=LATER)
+    mixup_alpha: float = field(default=1.0, metadata=LATER)  # mixup: lambda ~ Beta(a, a); 1: uniform on [0, 1]
+    cutmix_alpha: float = field(default=1.0, metadata=LATER)  # cutmix: area kept ~ Beta(a, a) (Yun et al. 2019: 1)
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA; no-op on CPU
     channels_last: bool = True  # CUDA only
@@ -52,6 +76,26 @@ class HParams:
     def __post_init__(self):
         if self.options is None:
             object.__setattr__(self, "options", options_class(self.method)())
+        if isinstance(self.augment, (tuple, list)):  # one spelling per set: the order they apply in
+            rank = {a: i for i, a in enumerate(AUGMENTATIONS)}
+            names = sorted(dict.fromkeys(self.augment), key=lambda a: rank.get(a, len(rank)))
+            object.__setattr__(self, "augment", tuple(names))
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """What a step applies: `augment`, less "flip" when `flip` is false."""
+        return tuple(a for a in self.augment if a != "flip" or self.flip)
+
+    @property
+    def flipping(self) -> bool:
+        """Whether a step flips images (half of them, drawn per image)."""
+        return "flip" in self.augmentations
+
+    @property
+    def teacher_cacheable(self) -> bool:
+        """Whether the teachers' outputs can be computed once and cached: only flips are
+        applied. Otherwise every step makes new views and the teachers run live on them."""
+        return set(self.augmentations) <= set(CACHEABLE_AUGMENTATIONS)
 
     @staticmethod
     def common_keys() -> tuple[str, ...]:
@@ -102,10 +146,24 @@ class HParams:
         out.update(dataclasses.asdict(self.options))
         return out
 
+    def identity(self) -> dict[str, Any]:
+        """`to_dict()` less the keys marked LATER that are at their defaults: what a trial's
+        identity (its config hash) is made of."""
+        later = {f.name: f.default for f in fields(self) if f.metadata.get("later")}
+        return {k: v for k, v in self.to_dict().items() if not (k in later and v == later[k])}
+
     def validate(self, where: str = "hyperparameters") -> None:
         check(self, where, choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES},
-              positive=("epochs", "batch_size", "lr"),
-              non_negative=("lam", "weight_decay", "min_steps", "warmup_epochs"))
+              positive=("epochs", "batch_size", "lr", "mixup_alpha", "cutmix_alpha"),
+              non_negative=("lam", "weight_decay", "min_steps", "warmup_epochs"),
+              unit=("color_strength",))
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(f"{where}: augment={list(self.augment)} has unknown augmentation(s) {unknown}; "
+                              f"allowed: {list(AUGMENTATIONS)}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"{where}: crop_scale={self.crop_scale!r} must be in (0, 1]: the smallest "
+                              "share of the image's area a crop keeps")
         validate = getattr(self.options, "validate", None)
         if validate is not None:
             validate(where)
@@ -169,6 +227,23 @@ def _cast(name: str, value: Any, kind: type, where: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+        if kind is tuple:
+            return _names(value)
+    except (TypeError, ValueError, SyntaxError):
         pass
-    raise ConfigError(f"{where}: {name}={value!r} is not a valid {kind.__name__}")
+    what = "list of names" if kind is tuple else kind.__name__
+    raise ConfigError(f"{where}: {name}={value!r} is not a valid {what}")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A tuple of names from a YAML list or tuple, or from the strings a param reads back as:
+    MLflow's str() of a tuple, "('flip', 'crop')", or "flip,crop" (a command line's)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in "([":  # also "" (no names)
+            value = ast.literal_eval(text) if text else ()
+        else:
+            value = [v.strip() for v in text.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError
+    return tuple(value)

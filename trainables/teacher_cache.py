@@ -1,7 +1,9 @@
 """Frozen teachers' outputs on a student subset, shared by every trial of a study.
 
 A distillation trial needs each teacher's logits and features on its fixed,
-un-augmented training subset, for both flips (`engine.TeacherCache`). Those depend
+un-augmented training subset, for both flips (`engine.TeacherCache`), when flips are its
+only augmentation (with any other, `hp.teacher_cacheable` is false and the teachers run
+live: nothing is cached). Those depend
 only on the `CacheKey` below, not on the trial's hyperparameters, so a study computes
 them once per (teacher, subset) and every later trial reads a small `.pt` file:
 
@@ -97,7 +99,7 @@ def make_key(arch: str, checkpoint: str | Path, paths: Sequence[str], image_size
         image_size=int(image_size),
         subset_sha256=subset_digest(paths),
         num_images=len(paths),
-        flip=bool(hp.flip),
+        flip=hp.flipping,  # `augment` without "flip", or flip: false, stores one state
         numerics=numerics_tag(device, hp),
     )
 

@@ -4,6 +4,7 @@ This is what a Ray Tune trainable calls (`trainables/tune.py`), and what tests a
 benchmarks call without Ray. The config is converted once into `TrialSpec` + `HParams`.
 Teachers' outputs come from `trainables.teacher_cache` (shared on disk across a study's
 trials when `spec.cache_dir` is set): a teacher model is built only when they are missing.
+With augmentations beyond flips (`hp.augment`) the teachers are built and run live instead.
 """
 from __future__ import annotations
 
@@ -221,7 +222,12 @@ def load_teachers(refs: Sequence[TeacherRef]) -> list[Detector]:
 def teacher_outputs(spec: TrialSpec, hp: HParams, frame: pd.DataFrame, train: ImageSet,
                     device: torch.device) -> list[TeacherCache]:
     """Each teacher's outputs on the training subset: from memory or `spec.cache_dir` when
-    there, else computed (and stored). A teacher model is built only for a miss."""
+    there, else computed (and stored). A teacher model is built only for a miss. Only for
+    runs whose one augmentation is flips (`hp.teacher_cacheable`): with others, the teachers
+    run live on each step's views and nothing is read or written here."""
+    if not hp.teacher_cacheable:
+        raise ValueError(f"augment={list(hp.augment)} makes new views every step: the teachers run live "
+                         "(train_student with the teacher models), their outputs are not cached")
     store = TeacherStore(spec.cache_dir)
     paths = [str(p) for p in frame["path"]]
     caches = []
@@ -262,10 +268,12 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
-    caches = None
-    if distils:
+    caches, teachers = None, []
+    if distils and hp.teacher_cacheable:
         caches = teacher_outputs(spec, hp, frame, train, device)
-    result = train_student(model, [], train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
+    elif distils:  # new views every step: the teachers run live on them
+        teachers = load_teachers(spec.teachers)
+    result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
                            teacher_caches=caches)
     metrics: dict[str, float] = {}
     if result.history:

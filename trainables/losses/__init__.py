@@ -8,7 +8,7 @@ imported below.
 import importlib
 import pkgutil
 
-from trainables.losses.base import DistillTerm, LossContext, Outputs
+from trainables.losses.base import DistillTerm, LossContext, Mix, Outputs
 from trainables.losses.registry import (
     LOSSES, NoOptions, baseline_method, build_loss, check_complete, get_method, method_names, needs_teachers,
     register_loss,
@@ -25,6 +25,7 @@ __all__ = [
     "LOSSES",
     "DistillTerm",
     "LossContext",
+    "Mix",
     "NoOptions",
     "Outputs",
     "StudentLoss",

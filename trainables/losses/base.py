@@ -24,6 +24,26 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class Mix:
+    """How a batch was mixed (mixup or cutmix, trainables/augment.py): row b holds `lam` of
+    image b and 1 - `lam` of image `partner[b]` of the same batch (cutmix: shares of pixels).
+
+    The task term takes both labels, lam * CE(y_b) + (1 - lam) * CE(y_partner[b]). The
+    distillation terms take the mixed rows as they are, student and teachers having seen the
+    same mixed image (function matching), with the label and dataset index of the image that
+    makes up most of each row (`dominant`): image b when lam >= 0.5, else its partner. That
+    is what CKD's memory bank row and opposite-class negatives are read and written with.
+    """
+
+    partner: Tensor  # (B,) long: batch positions, on the batch's device
+    lam: float  # share of each row's own image, in [0, 1]
+
+    def dominant(self, values: Tensor) -> Tensor:
+        """(B, ...) per-row values (labels, indices) of the image that dominates each row."""
+        return values if self.lam >= 0.5 else values[self.partner]
+
+
+@dataclass(frozen=True)
 class LossContext:
     """What a loss needs to know about the run before the first batch."""
 

@@ -16,6 +16,9 @@ on a GPU), without replacement when the pool holds at least K, else with:
     from the anchor's (the paper's reading);
   negatives = "instance": uniformly from all M - 1 other images, any label
     (the anchor's own index excluded).
+On a mixup or cutmix batch the index and label of each row are those of the image that
+makes up most of it (`Mix.dominant`, passed by StudentLoss): its index is the bank row
+written (and the one "instance" excludes), its class the one negatives are drawn against.
 
 How this differs from CRD's code (RepDistiller):
   - Positive. CRD scores the anchor against the memory-bank row of the anchor's

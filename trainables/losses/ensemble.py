@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
-from trainables.losses.base import DistillTerm, LossContext, Outputs
+from trainables.losses.base import DistillTerm, LossContext, Mix, Outputs
 from trainables.losses.ce import cross_entropy
 
 
@@ -36,10 +36,13 @@ class StudentLoss(nn.Module):
         )
 
     def forward(
-        self, student: Outputs, teachers: Sequence[Outputs], labels: Tensor, index: Tensor
+        self, student: Outputs, teachers: Sequence[Outputs], labels: Tensor, index: Tensor,
+        mix: Mix | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Total loss (scalar, float32) and floats to log: `ce`, `distill` (unweighted sum
-        over teachers) and `distill_<i>` per teacher when there are several."""
+        over teachers) and `distill_<i>` per teacher when there are several. On a mixed batch
+        (`mix`) the task term takes both images' labels and every distillation term the
+        dominant image's label and index (`Mix.dominant`), its outputs those of the mixed rows."""
         if self.needs_teachers and len(teachers) != self.num_teachers:
             raise ConfigError(
                 f"method={self.method!r} was built for {self.num_teachers} teacher(s) "
@@ -47,7 +50,9 @@ class StudentLoss(nn.Module):
             )
         # Losses in float32 even when the engine runs the models under bf16 autocast.
         with torch.autocast(device_type=student.logits.device.type, enabled=False):
-            ce = cross_entropy(student.logits, labels)
+            ce = cross_entropy(student.logits, labels, mix)
+            if mix is not None:
+                labels, index = mix.dominant(labels), mix.dominant(index)
             parts = [term(student, teacher, labels, index) for term, teacher in zip(self.terms, teachers)]
             distill = torch.stack(parts).sum() if parts else ce.new_zeros(())
             total = ce + self.hp.lam * distill
