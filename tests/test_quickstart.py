@@ -31,8 +31,9 @@ def test_quickstart_then_report(tmp_path):
     assert set(kids["tags.stage"]) == {"teachers", "sweep", "grid", "ablations"}
     grid = kids[kids["tags.stage"] == "grid"]
     students = yaml.safe_load((CONFIG_DIR / "quickstart.yaml").read_text())["students"]
-    assert len(students["seeds"]) >= 3  # enough seeds to resolve an effect
-    cells = len(students["methods"]) * len(students["volumes"]) * len(students["seeds"])
+    per_cell = len(students.get("draws") or [None]) * len(students["seeds"])  # draws x seeds
+    assert per_cell >= 3  # enough runs to resolve an effect
+    cells = len(students["methods"]) * len(students["volumes"]) * per_cell
     assert len(grid) == cells and grid["metrics.test_acc"].notna().all()
     assert set(grid["tags.hparams_from"]) == {"sweep"}  # every method swept, on the same budget
     sweep = kids[kids["tags.stage"] == "sweep"]
