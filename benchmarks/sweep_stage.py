@@ -33,9 +33,9 @@ from trainables.hparams import HParams
 class PerCellTuners(StudyRunner):
     """The sweep as it ran before study/per_cell.py: one Tuner per (method, volume)."""
 
-    def sweep(self, teachers) -> None:
+    def sweep(self, teachers, budgets=None) -> None:
         sw = self.cfg.sweep
-        cells = sweep_cells(self.cfg, teachers)
+        cells = sweep_cells(self.cfg, teachers, budgets)
         record_planned(self.tracking.client, self._parent, "sweep", len(cells) * sw.trials)
         for cell, space in cells:
             epochs = HParams.from_dict(cell.hparams).epochs
