@@ -55,7 +55,7 @@ class HParams:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
-    schedule: str = "cosine"  # teachers trained with a constant lr were too weak (FACTS.md)
+    schedule: str = "cosine"  # quickstart teachers trained at a constant lr were weaker than 1000-image students
     warmup_epochs: int = 0
     lam: float = 0.1  # weight of the distillation term; paper's lambda for CKD
     flip: bool = True  # horizontal flips; false removes "flip" from `augment` (the older switch)

@@ -1,7 +1,7 @@
 """The shared inputs of every loss: one model's outputs, the training context, and
 the base class of a distillation term (one term per teacher).
 
-Every loss takes the same inputs (STYLE.md rule 2), so the training loop never
+Every loss takes the same inputs (the house rule: one signature for all losses), so the training loop never
 asks which method it runs: `StudentLoss` (ensemble.py) adds the task loss and
 sums one `DistillTerm` per teacher.
 """

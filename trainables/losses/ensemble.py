@@ -1,7 +1,7 @@
 """The student's loss: task cross-entropy plus lambda times the distillation terms,
 one per teacher, summed (paper Eq. 9; Eq. 10 for an ensemble of p teachers:
 L = L_task + lambda * sum_i L_distill^i). Summing per-teacher losses is also
-what CRD's author recommends for several teachers (FACTS.md).
+what CRD's author recommends for several teachers (answered on CRD's issue tracker).
 """
 from __future__ import annotations
 

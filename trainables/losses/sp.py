@@ -6,7 +6,7 @@ the teacher, on the pooled penultimate features (the two dims may differ):
     G~[i] = G[i] / ||G[i]||_2            each row L2-normalised
     L_sp = ||G~_t - G~_s||_F^2 / B^2
 
-As RepDistiller's `Similarity` computes it for one feature pair (FACTS.md). It is
+As RepDistiller's `Similarity` computes it for one feature pair (checked on identical tensors). It is
 invariant to scaling either model's features by a positive constant, and bounded:
 each normalised row has norm 1, so L_sp <= 4 / B. The authors weight it by a large
 factor (RepDistiller's beta = 3000) because on CIFAR feature maps it is tiny; on our
