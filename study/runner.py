@@ -337,8 +337,10 @@ class StudyRunner:
                 raise UserError(f"the training budgets (students.hparams.min_steps: auto) are not decided yet: "
                                 f"run `--stage budget` first ({len(todo)} budget(s) still to try)")
             cells = budget_cells(self.cfg, teachers, todo)
-            results = self._fit(f"budget-{round_}", {"cell": tune.grid_search([c.config() for c in cells])},
-                                StageSummary(f"budget-{round_}"), len(cells))
+            this_round = StageSummary(f"budget-{round_}")
+            results = self._fit(this_round.name, {"cell": tune.grid_search([c.config() for c in cells])},
+                                this_round, len(cells))
+            stage.seconds += this_round.seconds
             stage.trials += len(results)
             stage.errors += results.num_errors
             if results.num_errors:

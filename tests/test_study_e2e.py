@@ -289,6 +289,9 @@ def test_min_steps_auto_finds_each_volumes_budget_on_validation_and_the_grid_use
     budgets = {int(v): b for v, b in recorded["budgets"].items()}
     assert set(budgets) == {10, 20} and all(b in (3, 6, 12) for b in budgets.values())
     assert "budget at 10 images" in done.stdout
+    budget_line = next(line for line in done.stdout.splitlines() if line.strip().startswith("budget ")
+                       and "trials" in line)
+    assert float(budget_line.split(",")[-1].removesuffix(" s").strip()) > 0  # the rounds' time, summed
     kids = children(frame)
     tried = kids[kids["tags.stage"] == "budget"]
     assert len(tried) >= 2 * 2 * 2  # round 0: two budgets x two volumes x two seeds
