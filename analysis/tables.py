@@ -27,7 +27,7 @@ from analysis.paper import (
     CELEBDF, FFPP_SOURCES, dataset_of, paper_cells, paper_lookup, paper_table, table_name,
 )
 from analysis.stats import holm, is_resolved, mean_std, paired, per_seed
-from trainables.convergence import FIT_METRIC, LATE_GAIN, still_improving
+from trainables.convergence import FIT_METRIC, LATE_GAIN, mean_known, still_improving
 from trainables.model_names import ALIASES
 
 # short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
@@ -238,8 +238,8 @@ def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         known = [float(gains[r]) for r in ids if pd.notna(gains[r])]
         # the fit is judged only where the run logged the diagnostic (runs recorded before it are not judged)
         fits = [float(ces[r]) for r in ids if pd.notna(ces[r]) and pd.notna(gains[r])]
-        mean_gain.append(sum(known) / len(known) if known else math.nan)
-        mean_ce.append(sum(fits) / len(fits) if fits else math.nan)
+        mean_gain.append(mean_known(known))
+        mean_ce.append(mean_known(fits))
         unconverged.append(still_improving(known, fits))
         budget.append(steps_text(steps[r] for r in ids))
     cells["unconverged"] = pd.Series(unconverged, index=cells.index, dtype=bool)

@@ -44,7 +44,8 @@ def late_gain(curve: Sequence[float]) -> float:
     return sum(last) / len(last) - sum(before) / len(before)
 
 
-def _mean(values: Iterable[float]) -> float:
+def mean_known(values: Iterable[float]) -> float:
+    """The mean of the values that are not None or nan; nan when none is."""
     known = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return sum(known) / len(known) if known else math.nan
 
@@ -54,5 +55,5 @@ def still_improving(gains: Iterable[float], fit_ces: Iterable[float] = (), tol: 
     """A cell whose runs' mean late gain exceeds `tol`, or whose mean final training CE exceeds
     `fit_tol` (runs without a value are left out; with none of either, the cell cannot be judged
     and is not flagged)."""
-    gain, ce = _mean(gains), _mean(fit_ces)
+    gain, ce = mean_known(gains), mean_known(fit_ces)
     return (not math.isnan(gain) and gain > tol) or (not math.isnan(ce) and ce > fit_tol)
