@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -93,14 +94,25 @@ def _num(value: float) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.6g}"
 
 
-def register(uri: str, experiment_id: str, chosen: list[Candidate]) -> pd.DataFrame:
-    """Create (or bring up to date) a model version per candidate; one row each (COLUMNS)."""
+def register(uri: str, experiment_id: str, chosen: list[Candidate],
+             ensure_model: Callable[[Any, str], str] | None = None) -> pd.DataFrame:
+    """Create (or bring up to date) a model version per candidate; one row each (COLUMNS).
+    `ensure_model(client, run_id)`, when given, makes the MLflow model of a run that has none
+    yet and returns its id (grid trials export theirs when first needed: the caller's
+    study.logged_model.ensure_logged_model); an error there skips that candidate, saying why."""
     client = open_existing(uri)
     models = _logged_models(client, experiment_id)
     rows = []
     for c in chosen:
         row = {"name": c.name, "version": "", "run_id": c.run_id, "seed": c.seed, SELECT_BY: c.selected}
         model_id = models.get(c.run_id)
+        if model_id is None and ensure_model is not None:
+            try:
+                model_id = ensure_model(client, c.run_id)
+            except Exception as exc:  # noqa: BLE001  (named in the row: the other candidates go on)
+                rows.append({**row, "status": "skipped", "note": f"its MLflow model could not be made from "
+                                                                f"model/model.pt: {str(exc)[:200]}"})
+                continue
         if model_id is None:
             rows.append({**row, "status": "skipped", "note": "the run has no MLflow model (recorded before models "
                                                             "were logged, or its export failed): not registered"})

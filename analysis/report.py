@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -54,7 +54,8 @@ class Report:
 
 
 def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable[str] = FORMATS,
-                 curves: Iterable[str] = (), metric: str = "test_acc", register: bool = False) -> Report:
+                 curves: Iterable[str] = (), metric: str = "test_acc", register: bool = False,
+                 ensure_model: Callable[[Any, str], str] | None = None) -> Report:
     formats = tuple(formats)
     runs = load_study(uri, study)
     cells = build_cells(runs.runs, runs.parent.config_text if runs.parent else "")
@@ -65,7 +66,8 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     if register:
         from analysis.registry import candidates, register as register_models
 
-        rep.registered = register_models(uri, runs.experiment_id, candidates(runs.study, cells, runs.runs))
+        rep.registered = register_models(uri, runs.experiment_id, candidates(runs.study, cells, runs.runs),
+                                         ensure_model=ensure_model)
         if "csv" in formats:
             rep.write_csv(rep.registered, "registered.csv")
     if "csv" in formats:

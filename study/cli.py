@@ -126,7 +126,7 @@ def synth(out: Path, num_images: int, size: int, seed: int) -> None:
 
 def _register() -> None:
     from study.data_cli import extract, sbi
-    from study.predict_cli import predict
+    from study.predict_cli import export, predict
     from study.report_cli import explain, report
     from study.status import status
 
@@ -135,6 +135,7 @@ def _register() -> None:
     main.add_command(predict)
     main.add_command(status)
     data.add_command(extract)
+    main.add_command(export)
     data.add_command(sbi)
 
 

@@ -2,6 +2,8 @@
 checkpoint (trainables/serving.py) becomes the run's logged model `model`, and the trial's
 dataset records become the run's inputs. Called by the tracking callback when a trial whose
 model the study keeps completes (study/tracking.py), after it logged the raw `model/model.pt`.
+A grid trial exports no MLflow model: `ensure_logged_model` makes it from `model/model.pt`
+when it is first needed (`study predict`, `study report --register`, `study export`).
 
 What `mlflow.<flavour>.log_model` does, minus what costs seconds a trial (exporting again,
 inferring requirements, validating the serving example in a subprocess-free but slow way):
@@ -28,7 +30,8 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from trainables.serving import DATASETS_FILE, EXPORT_ERROR_FILE, MODEL_DIR
+from trainables.errors import UserError
+from trainables.serving import DATASETS_FILE, EXPORT_ERROR_FILE, META_FILE, MODEL_DIR, WEIGHTS_FILE
 
 NAME = "model"  # the logged model's name: `runs:/<run id>/model`
 DATASET_KEYS = ("name", "digest", "source_type", "source", "schema", "profile")
@@ -53,6 +56,41 @@ def log_flavour_model(client: MlflowClient, run_id: str, checkpoint_dir: Path) -
             raise  # the callback keeps the write and retries it
         log.warning("run %s: its MLflow model or datasets could not be recorded (%s: %s); "
                     "its model/model.pt is logged", run_id, exc.__class__.__name__, str(exc)[:300])
+
+
+def ensure_logged_model(client: MlflowClient, run_id: str, name: str = NAME) -> str:
+    """The id of run `run_id`'s READY logged model `name`, exported now from the run's
+    `model/model.pt` when it has none yet (grid trials leave the export to the first use:
+    trainables/tune.py). The metadata come from the run's `model/model_meta.json`, else (runs
+    recorded before it was kept) from its params `arch` and `image_size`. A UserError names the
+    run when it kept no weights."""
+    from analysis.store import downloaded
+    from trainables.models import create_model
+    from trainables.serving import model_metadata, save_mlflow_model
+
+    run = client.get_run(run_id)
+    model = logged_model_of(client, run_id, run.info.experiment_id, name)
+    if model is not None and str(model.status) == str(LoggedModelStatus.READY):
+        return model.model_id
+    params, tags = run.data.params, run.data.tags
+    try:
+        with downloaded(client, run_id, f"{NAME}/{META_FILE}") as path:
+            meta = json.loads(path.read_text())
+    except FileNotFoundError:  # recorded before the metadata were kept beside the weights
+        if "arch" not in params or "image_size" not in params:
+            raise UserError(f"run {run_id} ({run.info.run_name!r}) has no 'arch'/'image_size' params: "
+                            "not a trial run of a study") from None
+        meta = model_metadata(params["arch"], int(params["image_size"]), None, stage=tags.get("stage"),
+                              cell=tags.get("cell"))
+    try:
+        with downloaded(client, run_id, f"{NAME}/{WEIGHTS_FILE}") as path:
+            detector = create_model(meta["arch"], weights=path).eval()
+    except FileNotFoundError:
+        raise UserError(f"run {run_id} ({run.info.run_name!r}) kept no model ({NAME}/{WEIGHTS_FILE}): only "
+                        "teacher and grid runs keep theirs; give one of those") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_mlflow_model(detector, Path(tmp) / name, int(meta["image_size"]), meta)
+        return log_model_dir(client, run_id, folder, name)
 
 
 def logged_model_of(client: MlflowClient, run_id: str, experiment_id: str, name: str = NAME):

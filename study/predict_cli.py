@@ -4,6 +4,7 @@ Registered in study/cli.py (`main.add_command(predict)`).
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,23 @@ from trainables.errors import UserError
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 MAX_LISTED = 10
+RUN_REF = re.compile(r"(?:runs:/)?([0-9a-f]{32})(?:/model/?)?")  # a run id, or runs:/<run id>/model
+
+
+def export_if_needed(client, model_ref: str) -> None:
+    """A grid run's MLflow model is made on first use (study.logged_model): make it now when
+    `model_ref` names a run (its id or runs:/<id>/model) that has none. An unknown run is left to
+    `fetch_model`, which names it."""
+    from study.logged_model import ensure_logged_model
+
+    found = RUN_REF.fullmatch(model_ref)
+    if found is None:
+        return
+    try:
+        client.get_run(found.group(1))
+    except Exception:  # noqa: BLE001  (no such run: fetch_model says so)
+        return
+    ensure_logged_model(client, found.group(1))
 
 
 @click.command("predict")
@@ -48,7 +66,7 @@ def predict(workdir: Path, tracking_uri, model_ref: str, images, videos, out: Pa
     try:
         uri = resolve_uri(workdir, tracking_uri)
         if model_ref_kind(model_ref) != "folder":
-            open_existing(uri)  # a missing store is named (and never created empty)
+            export_if_needed(open_existing(uri), model_ref)  # a missing store is named (never created empty)
         model = fetch_model(model_ref, uri)
         folder = images if images is not None else videos
         files, other = find_files(folder, IMAGE_SUFFIXES if images is not None else VIDEO_SUFFIXES)
@@ -83,3 +101,27 @@ def predict(workdir: Path, tracking_uri, model_ref: str, images, videos, out: Pa
             click.echo(f"not scored: {row.path}: {row.reason}", err=True)
         click.echo(f"{len(bad)} input(s) could not be scored (rows with a reason in {out})", err=True)
         sys.exit(EXIT_SOME_FAILED)
+
+
+@click.command("export")
+@workdir_option
+@uri_option
+@click.option("--run", "run_id", required=True, help="A teacher or grid run's id.")
+def export(workdir: Path, tracking_uri, run_id: str) -> None:
+    """Make a run's MLflow model `model` (grid runs export theirs on first use) and print its URIs,
+    e.g. for `mlflow models serve -m runs:/<run id>/model`."""
+    from analysis.store import open_existing, tracking_uri as resolve_uri
+    from study.logged_model import ensure_logged_model
+
+    try:
+        client = open_existing(resolve_uri(workdir, tracking_uri))
+        try:
+            client.get_run(run_id)
+        except Exception:
+            raise UserError(f"--run {run_id}: no run with this id in this store: check --workdir / "
+                            "--tracking-uri") from None
+        model_id = ensure_logged_model(client, run_id)
+    except UserError as exc:
+        fail(exc)
+    click.echo(f"runs:/{run_id}/model")
+    click.echo(f"models:/{model_id}")

@@ -41,10 +41,11 @@ def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, cur
     """Regenerate the paper's tables and figures from a study's MLflow runs, the paper beside them."""
     from analysis.report import build_report, parse_formats
     from analysis.runs import tracking_uri as resolve_uri
+    from study.logged_model import ensure_logged_model
 
     try:
         rep = build_report(resolve_uri(workdir, tracking_uri), study_name, out, parse_formats(formats),
-                           curves=curves, metric=metric, register=register)
+                           curves=curves, metric=metric, register=register, ensure_model=ensure_logged_model)
     except UserError as exc:
         fail(exc)
     n = len(rep.study.runs)

@@ -36,7 +36,7 @@ from analysis.store import CONFIG_ARTIFACT, artifact_root, check_reachable, down
 from trainables.errors import UserError
 from trainables.hparams import total_steps
 from trainables.record import RESULT_TAGS
-from trainables.tune import MODEL_FILE, split_config
+from trainables.tune import MODEL_FILE, MODEL_META_FILE, split_config
 
 METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s|sys_export_s)$")
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
@@ -448,6 +448,8 @@ class MLflowTrialCallback(tune.Callback):
                     self.client.log_artifact(run_id, str(Path(d) / MODEL_FILE), "model")
                 from study.logged_model import log_flavour_model  # the MLflow model (if any) and datasets
                 log_flavour_model(self.client, run_id, Path(d))
+                    if (Path(d) / MODEL_META_FILE).is_file():  # what a later export needs (study.logged_model)
+                        self.client.log_artifact(run_id, str(Path(d) / MODEL_META_FILE), "model")
         self.client.set_terminated(run_id, "FINISHED")
 
     def _fail(self, run_id: str, message: str) -> None:

@@ -131,3 +131,13 @@ def test_videos_cut_faces_as_extract_does(model_dir, tmp_path):
     model = load_mlflow_model(model_dir)
     want = model.predict(torch.from_numpy(np.stack([decode(str(p), SIZE) for p in pngs])).permute(0, 3, 1, 2))
     np.testing.assert_allclose(mine["fake_prob"].astype(float).to_numpy(), want, rtol=0, atol=1e-6)
+
+
+def test_predict_exports_a_runs_model_only_for_run_references():
+    from study.predict_cli import RUN_REF
+
+    rid = "0123456789abcdef0123456789abcdef"
+    for ref in (rid, f"runs:/{rid}/model", f"runs:/{rid}/model/"):
+        assert RUN_REF.fullmatch(ref).group(1) == rid, ref
+    for ref in ("models:/name/1", f"models:/{rid}", f"runs:/{rid}/other", "0123"):
+        assert RUN_REF.fullmatch(ref) is None, ref

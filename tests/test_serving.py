@@ -320,15 +320,31 @@ def engine_probs(uri: str, run_id: str, batch: torch.Tensor) -> np.ndarray:
 def test_trials_log_models_and_datasets_and_pyfunc_equals_the_engine(study):
     from trainables.data.images import load_images
 
+    from click.testing import CliRunner
+
+    from study.cli import main
+
     runs, client = study["runs"], study["client"]
     assert {r.data.tags["stage"] for r in runs} == {"teachers", "grid"} and len(runs) == 5
     batch = load_images(list(study["test"]["path"][:24]), SIZE)
+    grid = sorted((r for r in runs if r.data.tags["stage"] == "grid"), key=lambda r: r.data.tags["cell"])
+    for run in grid:  # a grid trial exports no MLflow model: it is made when first needed
+        assert logged_model_of(client, run.info.run_id, study["exp"]) is None, run.data.tags["cell"]
+        assert "sys_export_s" not in run.data.metrics
+    exported = grid[0].info.run_id  # made by `study export`; `study report --register` makes the others
+    result = CliRunner().invoke(main, ["export", "--workdir", str(study["work"]), "--run", exported],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and f"runs:/{exported}/model" in result.output, result.output
     mlflow.set_tracking_uri(study["uri"])
     try:
         for run in runs:
+            if run.data.tags["stage"] == "grid" and run.info.run_id != exported:
+                continue
             model = logged_model_of(client, run.info.run_id, study["exp"])
             assert model is not None and str(model.status).endswith("READY"), run.data.tags["cell"]
-            assert run.data.metrics["sys_export_s"] > 0  # the export's seconds, recorded
+            assert f"models:/{model.model_id}" in result.output or run.data.tags["stage"] == "teachers"
+            if run.data.tags["stage"] == "teachers":
+                assert run.data.metrics["sys_export_s"] > 0  # the export's seconds, recorded
             inputs = {i.tags[0].value: i.dataset for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
             assert set(inputs) == {"training", "validation", "test"}
             assert inputs["test"].digest == run.data.tags["test_rows"]
@@ -341,6 +357,11 @@ def test_trials_log_models_and_datasets_and_pyfunc_equals_the_engine(study):
         mlflow.set_tracking_uri(None)
     teacher = next(r for r in runs if r.data.tags["stage"] == "teachers")
     assert Path(teacher.data.tags["checkpoint_path"]).is_file()  # teacher reuse still reads model.pt
+    again = CliRunner().invoke(main, ["export", "--workdir", str(study["work"]), "--run", exported])
+    assert again.exit_code == 0 and again.output == result.output  # made once, then found
+    assert len([m for m in client.search_logged_models([study["exp"]]) if m.source_run_id == exported]) == 1
+    unknown = CliRunner().invoke(main, ["export", "--workdir", str(study["work"]), "--run", "0" * 32])
+    assert unknown.exit_code == 2 and "no run with this id" in unknown.output
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ from trainables.errors import UserError
 from trainables.models import Detector
 
 MODEL_DIR = "mlflow_model"  # the MLflow model folder in a trial's final checkpoint
+WEIGHTS_FILE = "model.pt"  # a trial's weights (a state dict), in its final checkpoint and as `model/model.pt`
+META_FILE = "model_meta.json"  # beside them: the MLflow model's metadata (`model_metadata`), for a later export
 DATASETS_FILE = "datasets.json"  # the MLflow dataset records beside it
 EXPORT_ERROR_FILE = "mlflow_model_error.txt"  # why the export failed (the trial itself did not)
 KIND = "ckd-study-detector"  # metadata["kind"]: what `load_mlflow_model` accepts

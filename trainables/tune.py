@@ -4,8 +4,11 @@ The only module of `trainables/` that imports Ray. Each epoch is reported with
 `tune.report` and a checkpoint holding the full training state, so a trial that
 crashes (or whose node dies) resumes where it was and ends with the same numbers.
 The final report adds the test metrics, the model's weights (`model.pt`) and the dataset
-records; a teacher's or grid trial's also holds the MLflow model (`EXPORT_STAGES`,
-trainables/serving.py).
+records; a teacher's or grid trial's also holds what its MLflow model needs
+(`MODEL_META_FILE`), and a teacher's the MLflow model itself (`EXPORT_STAGES`,
+trainables/serving.py). A grid trial's MLflow model is exported when it is first needed
+(`study predict`, `study report --register`, `study export`: study/logged_model.py):
+exporting it in every grid trial cost 0.4-0.5 s a trial for models few are ever used.
 """
 from __future__ import annotations
 
@@ -22,10 +25,10 @@ from ray import tune
 
 from trainables.hparams import HParams
 from trainables.record import RunTags
+from trainables.serving import META_FILE as MODEL_META_FILE, WEIGHTS_FILE as MODEL_FILE
 from trainables.trial import TrialSpec, run_trial
 
 STATE_FILE = "state.pt"
-MODEL_FILE = "model.pt"
 FINAL_FILE = "final.json"  # the final metrics, beside the model: the trial is complete
 # Fault injection for tests: "EPOCH:MARKER" makes a trial raise once after EPOCH's
 # checkpoint, unless the MARKER file exists (it is created when the fault fires).
@@ -34,9 +37,11 @@ FAULT_ENV = "CKD_STUDY_INJECT_FAULT"
 # (each leaves a file in DIR), so that N trials provably run at the same time.
 BARRIER_ENV = "CKD_STUDY_TEST_BARRIER"
 BARRIER_TIMEOUT_S = 300.0
-# Stages whose final checkpoint also holds the MLflow model (trainables.serving): those whose
-# models the study logs (teachers, grid); a sweep or ablation trial's model is never used.
-EXPORT_STAGES = ("teachers", "grid")
+# Stages whose models the study logs (`model.pt` and `MODEL_META_FILE`): a sweep or ablation
+# trial's model is never used. Of these, EXPORT_STAGES export the MLflow model in the trial:
+# a study has few teachers, and they are the models most often predicted with or served.
+MODEL_STAGES = ("teachers", "grid")
+EXPORT_STAGES = ("teachers",)
 
 
 class InjectedFault(RuntimeError):
@@ -94,18 +99,20 @@ def _node_id() -> dict[str, str]:
 
 
 def _export(model, spec: TrialSpec, tags: RunTags, folder: Path) -> dict[str, float]:
-    """Beside `model.pt`: the MLflow model (`EXPORT_STAGES` only) and, for every trial, the
-    dataset records (see trainables.serving). A model torch.export cannot trace leaves the
-    reason in a file: the trial itself has not failed. Returns `sys_export_s`, the seconds the
-    MLflow model took (export stages only)."""
+    """Beside `model.pt`: the MLflow model's metadata (`MODEL_STAGES`), the MLflow model itself
+    (`EXPORT_STAGES` only) and, for every trial, the dataset records (see trainables.serving). A
+    model torch.export cannot trace leaves the reason in a file: the trial itself has not
+    failed. Returns `sys_export_s`, the seconds the MLflow model took (export stages only)."""
     from trainables import serving
 
     timing: dict[str, float] = {}
+    if tags.stage in MODEL_STAGES:
+        meta = serving.model_metadata(spec.arch, spec.image_size, serving.face_crop_settings(spec.data),
+                                      stage=tags.stage, cell=tags.cell)
+        (folder / MODEL_META_FILE).write_text(json.dumps(meta))
     if tags.stage in EXPORT_STAGES:
         t0 = time.perf_counter()
         try:
-            meta = serving.model_metadata(spec.arch, spec.image_size, serving.face_crop_settings(spec.data),
-                                          stage=tags.stage, cell=tags.cell)
             serving.save_mlflow_model(model, folder / serving.MODEL_DIR, spec.image_size, meta)
         except Exception as exc:  # noqa: BLE001  (any export failure: recorded, the trial goes on)
             (folder / serving.EXPORT_ERROR_FILE).write_text(f"{exc.__class__.__name__}: {exc}\n")
