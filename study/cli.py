@@ -109,13 +109,15 @@ def data() -> None:
 @click.option("--num-images", type=click.IntRange(min=8), default=2000, show_default=True)
 @click.option("--size", type=click.IntRange(min=16), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out: Path, num_images: int, size: int, seed: int) -> None:
-    """Write the synthetic self-blended dataset (folder layout: <split>/real|fake/<video>/<n>.png)."""
+@click.option("--manipulation", type=click.Choice(["blend", "swap"]), default="blend", show_default=True,
+              help="Fakes: self-blended (blend) or a region swapped in from another photo (swap); same reals.")
+def synth(out: Path, num_images: int, size: int, seed: int, manipulation: str) -> None:
+    """Write the synthetic dataset (folder layout: <split>/real|fake/<video>/<n>.png)."""
     from trainables.data import read_index
     from trainables.data.synthetic import generate
 
     try:
-        generate(out, num_images=num_images, size=size, seed=seed)
+        generate(out, num_images=num_images, size=size, seed=seed, manipulation=manipulation)
         index = read_index({"kind": "folder", "root": str(out)})
     except UserError as exc:
         fail(exc)
@@ -133,9 +135,9 @@ def _register() -> None:
     main.add_command(report)
     main.add_command(explain)
     main.add_command(predict)
+    main.add_command(export)
     main.add_command(status)
     data.add_command(extract)
-    main.add_command(export)
     data.add_command(sbi)
 
 

@@ -1,4 +1,4 @@
-"""The synthetic self-blended dataset: files, balance, video groups, marker, blending."""
+"""The synthetic dataset: files, balance, video groups, marker, blending, face swaps."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trainables.data import generate, read_index, self_blend
-from trainables.data.synthetic import MARKER, blend_mask
+from trainables.data.synthetic import MARKER, DonorCamera, blend_mask, face_swap, swap_video
 from trainables.errors import DataError
 
 
@@ -124,3 +124,89 @@ def test_blend_mask_area_and_range():
     # ellipse of 20-50 % of the image; the wobbly edge adds ~3 % on average, blur keeps area
     assert 0.15 < min(means) and max(means) < 0.6
     assert 0.3 < np.mean(means) < 0.4
+
+
+# --- manipulation="swap" ----------------------------------------------------------------------
+def test_blend_is_the_default_and_its_marker_has_no_manipulation(made, tmp_path):
+    assert tree(generate(tmp_path / "b", 80, size=32, seed=0, manipulation="blend")) == tree(made)
+    assert "manipulation" not in json.loads((made / MARKER).read_text())  # old markers stay valid
+
+
+def test_swap_changes_only_the_fakes(made, tmp_path):
+    swap = generate(tmp_path / "w", 80, size=32, seed=0, manipulation="swap")
+    blend_files, swap_files = tree(made), tree(swap)
+    assert blend_files.keys() == swap_files.keys()  # same videos, splits and frames
+    real = [f for f in blend_files if "/real/" in f]
+    fake = [f for f in blend_files if "/fake/" in f]
+    assert len(real) == len(fake) == 40
+    assert all(blend_files[f] == swap_files[f] for f in real)
+    assert all(blend_files[f] != swap_files[f] for f in fake)
+    assert json.loads((swap / MARKER).read_text())["manipulation"] == "swap"
+
+
+def test_face_swap_pastes_the_captured_donor_through_a_soft_mask():
+    img, donor = np.full((32, 32, 3), 200, np.uint8), np.full((32, 32, 3), 40, np.uint8)
+    clean = DonorCamera(np.ones(3, np.float32), np.zeros(3, np.float32), blur=0.5, noise=0.0, quality=95)
+    out = face_swap(img, donor, np.random.default_rng(0), clean)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (out == 200).all(axis=2).any()  # outside the mask: untouched
+    assert out.min() <= 42  # inside: the donor (flat 40, JPEG at 95 keeps it within 2)
+    noisy = DonorCamera(np.ones(3, np.float32), np.zeros(3, np.float32), blur=0.5, noise=6.0, quality=95)
+    inside = face_swap(img, donor, np.random.default_rng(0), noisy)[out <= 42]  # same rng: same mask
+    assert inside.std() > 2  # sensor noise only inside; outside stays flat 200
+    with pytest.raises(ValueError, match="one shape"):
+        face_swap(img, donor[:16], np.random.default_rng(0))
+
+
+def test_swap_video_takes_its_donor_from_another_photo():
+    photos = [np.zeros((200, 200, 3), np.uint8), np.full((200, 200, 3), 255, np.uint8)]
+    for seed in range(10):
+        for frame in swap_video(photos, 2, 64, np.random.default_rng(seed)):  # 64 px: the mask reaches 0 and 1
+            # target: 0 or 255 shifted by brightness (<= 20.4); donor: the other, through the
+            # camera (gain 0.85..1.15, bias +-16): a frame holds both, never one photo only
+            assert (frame < 60).any() and (frame > 150).any()
+
+
+def test_a_root_is_never_reused_for_another_manipulation(tmp_path):
+    spec = {"kind": "synthetic", "num_images": 16, "size": 16}
+    blend, swap = str(tmp_path / "b"), str(tmp_path / "s")
+    read_index({**spec, "root": blend})
+    assert len(read_index({**spec, "root": blend, "manipulation": "blend"})) == 16  # reused
+    with pytest.raises(DataError, match=r"'manipulation': 'blend'.*'manipulation': 'swap'"):
+        read_index({**spec, "root": blend, "manipulation": "swap"})
+    read_index({**spec, "root": swap, "manipulation": "swap"})
+    for blend_spec in ({**spec, "root": swap}, {**spec, "root": swap, "manipulation": "blend"}):
+        with pytest.raises(DataError, match=r"'manipulation': 'swap'.*'manipulation': 'blend'"):
+            read_index(blend_spec)
+
+
+def test_unknown_manipulation_names_the_key_and_the_choices(tmp_path):
+    from study.config import parse_config
+    from trainables.errors import ConfigError
+
+    allowed = r"\['blend', 'swap'\]"
+    with pytest.raises(DataError, match=f"manipulation='faceswap'.*{allowed}"):
+        generate(tmp_path / "g", 16, size=16, manipulation="faceswap")
+    with pytest.raises(DataError, match=f"manipulation='faceswap'.*{allowed}"):
+        read_index({"kind": "synthetic", "root": str(tmp_path / "r"), "num_images": 16, "manipulation": "faceswap"})
+    assert not (tmp_path / "g").exists() and not (tmp_path / "r").exists()
+    raw = {"name": "m", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "manipulation": "faceswap"},
+           "teachers": [{"name": "r", "arch": "test_resnet"}],
+           "students": {"pairs": ["r->test_resnet"], "methods": ["vt"], "volumes": [10], "seeds": [0]}}
+    with pytest.raises(ConfigError, match=f"data.manipulation='faceswap'.*{allowed}"):
+        parse_config(raw, "m.yaml", tmp_path)
+    raw["data"]["manipulation"] = "swap"
+    assert parse_config(raw, "m.yaml", tmp_path).data["manipulation"] == "swap"
+
+
+def test_synth_command_takes_manipulation(tmp_path):
+    from click.testing import CliRunner
+
+    from study.cli import main
+
+    args = ["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "16", "--size", "16"]
+    result = CliRunner().invoke(main, [*args, "--manipulation", "swap"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s" / MARKER).read_text())["manipulation"] == "swap"
+    bad = CliRunner().invoke(main, [*args[:3], str(tmp_path / "t"), *args[4:], "--manipulation", "faceswap"])
+    assert bad.exit_code == 2 and "blend" in bad.output and not (tmp_path / "t").exists()

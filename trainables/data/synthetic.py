@@ -1,9 +1,17 @@
-"""A synthetic real/fake task that installs offline: self-blended images.
+"""A synthetic real/fake task that installs offline: self-blended or face-swapped images.
 
 Self-blended images (Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended
 Images", CVPR 2022): a fake is an image with a region replaced by a slightly
 colour-shifted, resampled copy of itself through a soft irregular mask, so the
 only cue is the blending boundary and resampling, as in face-swap artefacts.
+
+Swapped images (`manipulation="swap"`): the region comes from ANOTHER photograph's
+crop, re-captured by a different "camera" drawn once a video: per-channel gain and
+bias, a slight Gaussian blur, Gaussian sensor noise and JPEG compression (the real
+frames have none of these). The traces are foreign content and colour inside a soft
+mask, noise and 8 x 8 JPEG blocks inside it but not outside, and the blend boundary.
+Real frames are the same for both manipulations and a seed; only the fakes differ,
+so a detector trained on one kind of fake can be tested on the other.
 
 "Real" frames are square crops of scikit-image's bundled photographs (they ship in
 its wheel). Frames come in "videos" of `frames_per_video` crops sharing one base
@@ -11,13 +19,15 @@ crop with small jitter, so that a split by video matters. The settings were chos
 prototype at 64 px: with them a tiny CNN learns the task well above chance from thousands
 of images and barely at all from 10.
 
-`generate(out, num_images)` writes `out/<split>/real|fake/<video>/<n>.png`
+`generate(out, num_images, manipulation=...)` writes `out/<split>/real|fake/<video>/<n>.png`
 (70/15/15 split of videos per class, balanced) and `out/SYNTHETIC.json` last.
 """
 from __future__ import annotations
 
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +60,13 @@ SOURCE_GAIN = (0.94, 1.06)
 SOURCE_BIAS = 8.0
 SOURCE_SHRINK = (0.5, 0.9)
 SOURCE_SHIFT = 2  # px, half the time
+# face swap: the donor's camera, drawn once a video
+MANIPULATIONS = ("blend", "swap")
+DONOR_GAIN = (0.85, 1.15)  # per channel: a stronger colour shift than self-blending's
+DONOR_BIAS = 16.0
+DONOR_BLUR = (0.3, 1.0)  # px
+DONOR_NOISE = (2.0, 6.0)  # sensor noise sigma, of 255; real frames have none
+DONOR_JPEG = (40, 75)  # quality; real frames are lossless
 
 
 def load_photos(max_short_side: int | None = None) -> list[np.ndarray]:
@@ -132,7 +149,70 @@ def real_video(photos: list[np.ndarray], n: int, size: int, rng: np.random.Gener
     Flips, contrast and brightness are drawn once a video (frames of a clip share
     them); only the crop's position and scale move from frame to frame.
     """
-    photo = photos[rng.integers(len(photos))]
+    return _video_of(photos[rng.integers(len(photos))], n, size, rng)
+
+
+def swap_video(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`n` face-swapped frames: a real video whose masked region comes from a video of another photo.
+
+    The target video takes the same draws as `real_video`; the donor video is one
+    of the other photos, re-captured by one camera (`DonorCamera`) for all its frames.
+    """
+    if len(photos) < 2:
+        raise ValueError("swap_video needs at least two photos (the donor must be another photo)")
+    k = int(rng.integers(len(photos)))
+    target = _video_of(photos[k], n, size, rng)
+    donor = _video_of(photos[(k + 1 + int(rng.integers(len(photos) - 1))) % len(photos)], n, size, rng)
+    camera = DonorCamera.draw(rng)
+    return [face_swap(t, d, rng, camera) for t, d in zip(target, donor)]
+
+
+@dataclass(frozen=True)
+class DonorCamera:
+    """How a swapped-in region was captured: colour, blur, sensor noise, JPEG quality."""
+
+    gain: np.ndarray  # (3,)
+    bias: np.ndarray  # (3,)
+    blur: float  # Gaussian sigma, px
+    noise: float  # sigma, of 255
+    quality: int  # JPEG
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "DonorCamera":
+        return cls(rng.uniform(*DONOR_GAIN, size=3).astype(np.float32),
+                   rng.uniform(-DONOR_BIAS, DONOR_BIAS, size=3).astype(np.float32),
+                   float(rng.uniform(*DONOR_BLUR)), float(rng.uniform(*DONOR_NOISE)),
+                   int(rng.integers(DONOR_JPEG[0], DONOR_JPEG[1] + 1)))
+
+    def capture(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`img` (uint8 H x W x 3) through this camera: blur, gain and bias, noise, then JPEG."""
+        arr = gaussian_filter(img.astype(np.float32), (self.blur, self.blur, 0), mode="nearest")
+        arr = arr * self.gain + self.bias + rng.normal(0, self.noise, img.shape).astype(np.float32)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=self.quality)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def face_swap(img: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
+              camera: DonorCamera | None = None) -> np.ndarray:
+    """A swapped fake: mask * camera(donor) + (1 - mask) * img, both uint8 H x W x 3.
+
+    Without `camera`, one is drawn from `rng` (a video passes the same one to each frame).
+    """
+    for name, a in (("img", img), ("donor", donor)):
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"face_swap needs uint8 H x W x 3 images, got {name} {a.dtype} {a.shape}")
+    if donor.shape != img.shape:
+        raise ValueError(f"face_swap needs img and donor of one shape, got {img.shape} and {donor.shape}")
+    camera = DonorCamera.draw(rng) if camera is None else camera
+    mask = blend_mask(img.shape[0], img.shape[1], rng)[:, :, None]  # (H, W, 1)
+    source = camera.capture(donor, rng).astype(np.float32)
+    out = mask * source + (1 - mask) * img.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _video_of(photo: np.ndarray, n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`real_video`'s frames of a given photo."""
     ph, pw = photo.shape[:2]
     side = rng.uniform(*CROP_SIDE) * min(ph, pw)
     cy = rng.uniform(side / 2, ph - side / 2)
@@ -170,21 +250,41 @@ def _crop(photo: np.ndarray, top: float, left: float, side: float, size: int) ->
     return window.resize((size, size), Image.BICUBIC, box=box)
 
 
-def marker_params(num_images: int, size: int, seed: int, frames_per_video: int) -> dict:
-    """What the marker file records; a dataset is reused only if these match."""
-    return {"version": VERSION, "num_images": num_images, "size": size, "seed": seed,
-            "frames_per_video": frames_per_video}
+# a marker without these keys was made with these values (markers written before the key existed)
+MARKER_DEFAULTS = {"manipulation": "blend"}
+
+
+def marker_params(num_images: int, size: int, seed: int, frames_per_video: int, manipulation: str = "blend") -> dict:
+    """What the marker file records; a dataset is reused only if these match (missing keys: MARKER_DEFAULTS).
+
+    `manipulation` is recorded only when it is not "blend", so markers written before it
+    existed still match.
+    """
+    check_manipulation(manipulation)
+    params = {"version": VERSION, "num_images": num_images, "size": size, "seed": seed,
+              "frames_per_video": frames_per_video}
+    return params if manipulation == "blend" else {**params, "manipulation": manipulation}
+
+
+def check_manipulation(manipulation: object) -> str:
+    if manipulation not in MANIPULATIONS:
+        raise DataError(f"synthetic manipulation={manipulation!r} must be one of {list(MANIPULATIONS)}")
+    return manipulation
 
 
 def generate(
-    out: str | Path, num_images: int, size: int = 64, seed: int = 0, frames_per_video: int = 4, workers: int = 4
+    out: str | Path, num_images: int, size: int = 64, seed: int = 0, frames_per_video: int = 4, workers: int = 4,
+    manipulation: str = "blend",
 ) -> Path:
     """Write the dataset to `out` (must be empty or absent) and return `out`.
 
-    Half the images are real and half fake; videos of each class are split
-    70/15/15 into train/val/test. Same arguments, same files.
+    Half the images are real and half fake (`manipulation` "blend": self-blended, or
+    "swap": face-swapped from another photo); videos of each class are split
+    70/15/15 into train/val/test. Same arguments, same files; the real frames do
+    not depend on `manipulation`.
     """
     out = Path(out)
+    check_manipulation(manipulation)
     checks = (("num_images", num_images, 2), ("size", size, 8), ("frames_per_video", frames_per_video, 1))
     for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -205,9 +305,12 @@ def generate(
     def write_video(number: int) -> None:
         cls, name, n = videos[number]
         rng = np.random.default_rng([seed, number])  # one stream per video: threads keep it deterministic
-        frames = real_video(photos, n, size, rng)
-        if cls == "fake":
-            frames = [self_blend(f, rng) for f in frames]
+        if cls == "fake" and manipulation == "swap":
+            frames = swap_video(photos, n, size, rng)
+        else:
+            frames = real_video(photos, n, size, rng)
+            if cls == "fake":
+                frames = [self_blend(f, rng) for f in frames]
         folder = out / split_of[name] / cls / name
         folder.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(frames):
@@ -216,7 +319,7 @@ def generate(
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL and numpy release the GIL
         list(pool.map(write_video, range(len(videos))))
     counts = {"real": per_class, "fake": per_class}
-    marker = {**marker_params(num_images, size, seed, frames_per_video), "images": counts,
+    marker = {**marker_params(num_images, size, seed, frames_per_video, manipulation), "images": counts,
               "split_fractions": {"train": 0.7, **SPLIT_FRACTIONS}}
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # last: marks the set finished
     return out

@@ -1,4 +1,4 @@
-"""The synthetic self-blended task: generated into `root` on first use, then read as `folder`.
+"""The synthetic task (self-blended or face-swapped): generated into `root` on first use, then read as `folder`.
 
 `root/SYNTHETIC.json` (written last) marks a finished dataset and records its
 parameters; a root made with other parameters is an error, never overwritten.
@@ -23,13 +23,15 @@ from trainables.errors import DataError
 
 @register_reader("synthetic")
 def read_synthetic(
-    root: str, num_images: int = 2000, size: int = 64, seed: int = 0, frames_per_video: int = 4
+    root: str, num_images: int = 2000, size: int = 64, seed: int = 0, frames_per_video: int = 4,
+    manipulation: str = "blend",
 ) -> pd.DataFrame:
     root_dir = abs_path(root)
-    want = synthetic.marker_params(num_images, size, seed, frames_per_video)
+    params = synthetic.marker_params(num_images, size, seed, frames_per_video, manipulation)
+    want = {**synthetic.MARKER_DEFAULTS, **params}  # a marker without a key was made with its default
     if not (root_dir / synthetic.MARKER).is_file():
-        _build(root_dir, num_images, size, seed, frames_per_video)
-    have = _read_marker(root_dir / synthetic.MARKER)
+        _build(root_dir, num_images, size, seed, frames_per_video, manipulation)
+    have = {**synthetic.MARKER_DEFAULTS, **_read_marker(root_dir / synthetic.MARKER)}
     differ = {k: have.get(k) for k in want if have.get(k) != want[k]}
     if differ:
         raise DataError(
@@ -39,7 +41,7 @@ def read_synthetic(
     return read_folder(str(root_dir), source="synthetic")
 
 
-def _build(root_dir: Path, num_images: int, size: int, seed: int, frames_per_video: int) -> None:
+def _build(root_dir: Path, num_images: int, size: int, seed: int, frames_per_video: int, manipulation: str) -> None:
     if root_dir.exists() and (not root_dir.is_dir() or any(root_dir.iterdir())):
         raise DataError(
             f"{root_dir} exists but holds no finished synthetic dataset (no {synthetic.MARKER}; an "
@@ -47,7 +49,8 @@ def _build(root_dir: Path, num_images: int, size: int, seed: int, frames_per_vid
         )
     tmp = root_dir.parent / f".{root_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        synthetic.generate(tmp, num_images, size=size, seed=seed, frames_per_video=frames_per_video)
+        synthetic.generate(tmp, num_images, size=size, seed=seed, frames_per_video=frames_per_video,
+                           manipulation=manipulation)
         try:
             os.rename(tmp, root_dir)  # atomic; fails if another process filled root_dir first
         except OSError:
