@@ -23,7 +23,7 @@ from study.config_reader import (
 )
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
-from trainables.methods import baseline_method, method_names, needs_teachers  # torch-free
+from trainables.methods import baseline_method, method_names, needs_teachers, takes_unlabeled_rows  # torch-free
 
 # a study's stages in the order they run (budget: only with students.hparams.min_steps: auto)
 STAGES = ("teachers", "budget", "sweep", "grid", "ablations")
@@ -33,8 +33,10 @@ FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 PAIR_RE = re.compile(r"^\s*([^-→>]+?)\s*(?:->|→)\s*(\S+)\s*$")
 SECTIONS = {
     "name", "description", "data", "teachers", "students", "sweep", "grid", "ablations", "budget",
-    "resources", "tracking_uri", "storage_path", "max_failures",
+    "resources", "tracking_uri", "storage_path", "max_failures", "evaluate",
 }
+VIDEO_RULES = ("mean", "max")  # trainables.metrics.VIDEO_RULES (importing it loads numpy and sklearn)
+EVAL_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # it names metrics: cross_<name>_auc
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,34 @@ class Pair:
         return f"{'+'.join(self.teachers)}->{self.student}"
 
 
+# where a student's unlabeled transfer set comes from: trainables.data.transfer.SOURCES (importing
+# it loads torch)
+TRANSFER_SOURCES = ("train_unlabeled", "sbi")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """`students.transfer`: images beside each distilling student's subset that only its
+    distillation term sees (trainables/data/transfer.py); VT trials never have one."""
+    source: str  # train_unlabeled: more train images, other videos; sbi: from the subset's real images
+    size: int  # images in the set (the volume still counts the labelled ones)
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """One dataset of `evaluate.datasets`: every teacher and grid trial is scored on its test split."""
+    name: str  # metric prefix: cross_<name>_<metric>
+    data: Mapping[str, Any]  # reader spec, as `data` takes it (without the study's run keys)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`evaluate`: cross-dataset scoring after training, never read to choose anything."""
+    datasets: tuple[EvalDataset, ...] = ()
+    video_rule: str = "mean"  # a video's fake probability: the mean (DeepfakeBench) or max of its frames'
+    frames_per_video: int = 32  # frames scored per video, evenly spaced (DeepfakeBench's count)
+
+
 @dataclass(frozen=True)
 class StudentsConfig:
     pairs: tuple[Pair, ...]
@@ -68,6 +98,7 @@ class StudentsConfig:
     # draws x seeds. Empty: each seed also draws its subset (draw = seed), as before draws existed
     draws: tuple[int, ...] = ()
     auto_budget: bool = False  # hparams.min_steps: auto (the budget stage finds it per volume)
+    transfer: TransferConfig | None = None  # students.transfer; None: labelled images only
 
     def draw_seed_pairs(self) -> list[tuple[int, int]]:
         """(draw, seed) of every run of a grid cell."""
@@ -167,6 +198,7 @@ class StudyConfig:
     max_failures: int = 2
     description: str = ""
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # used with students.hparams.min_steps: auto
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # cross-dataset test splits
     # teachers' full train split read from disk each epoch instead of held in memory:
     # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
     stream: bool | str = "auto"
@@ -314,6 +346,7 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
     if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
         tracking = "sqlite:///" + expand(tracking.removeprefix("sqlite:///"), workdir)
     decode_cache = _decode_cache(d, workdir, storage, name)
+    evaluate = _evaluate(top.sub("evaluate", {}), file, workdir, data)
     paired = {n for p in students.pairs for n in p.teachers}
     unused = [t.name for t in teachers if t.name not in paired]
     if unused:
@@ -323,8 +356,35 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
         teachers=teachers, students=students, sweep=sweep, grid=grid, ablations=ablations,
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
-        stream=stream, eval_seed=eval_seed, decode_cache=decode_cache, budget=budget,
+        stream=stream, eval_seed=eval_seed, decode_cache=decode_cache, budget=budget, evaluate=evaluate,
         memory_budget=byte_count(d, "memory_budget", 512 * 1024**2), raw=raw)
+
+
+def _evaluate(e: Reader, file: str, workdir: Path, source: Mapping[str, Any]) -> EvaluateConfig:
+    """`evaluate`: each dataset named (identifier-like, unique, not the study's own data) and read
+    as `data` is; its root is checked here, its test split in the runner's preflight."""
+    e.check_keys({"datasets", "video_rule", "frames_per_video"})
+    rule = e.get("video_rule", str, "mean")
+    if rule not in VIDEO_RULES:
+        raise e.error(e.key("video_rule"), rule, f"must be one of {list(VIDEO_RULES)}")
+    frames = e.get("frames_per_video", int, 32, positive=True)
+    out, names = [], set()
+    for i, entry in enumerate(e.get("datasets", list, [])):
+        r = Reader(file, f"evaluate.datasets[{i}]", entry)
+        name = r.get("name", str)
+        if not EVAL_NAME_RE.fullmatch(name):
+            raise r.error(r.key("name"), name, "use lower-case letters, digits and '_', starting with a letter "
+                                               "(at most 32): it names metrics, cross_<name>_auc")
+        if name in names:
+            raise r.error(r.key("name"), name, "names must be unique within evaluate.datasets")
+        names.add(name)
+        data = _reader_spec(Reader(file, r.where, {k: v for k, v in entry.items() if k != "name"}), file, workdir)
+        if data == dict(source):
+            raise r.error(r.where, entry, "is the study's own data: its test split is scored already (test_*)")
+        out.append(EvalDataset(name, data))
+    if not out and e.mapping:
+        raise e.error("evaluate.datasets", e.mapping.get("datasets"), "list at least one dataset to evaluate on")
+    return EvaluateConfig(tuple(out), rule, frames)
 
 
 # data keys that say how trials read the data, not which data (not passed to the reader)
@@ -345,19 +405,34 @@ def _decode_cache(d: Reader, workdir: Path, storage: str, name: str) -> str | No
     return expand(value, workdir) if value.startswith("~") else str(Path(expand(value, workdir)).resolve())
 
 
-def _data(d: Reader, file: str, workdir: Path):
-    """(reader spec, image size, sources, stream mode, evaluation seed) of `data`."""
+def _reader_spec(d: Reader, file: str, workdir: Path) -> dict[str, Any]:
+    """The reader spec of `data` (or of an evaluation dataset): its kind, paths expanded and
+    checked to exist, its manipulation (synthetic) checked."""
     kind = d.get("kind", str)
     if kind not in READER_KINDS:
-        raise d.error("data.kind", kind, f"must be one of {list(READER_KINDS)}")
+        raise d.error(d.key("kind"), kind, f"must be one of {list(READER_KINDS)}")
     data = {k: v for k, v in d.mapping.items() if k not in DATA_RUN_KEYS}
+    for key in ("root", "json", "split_dir"):
+        if key in data:
+            data[key] = expand(d.get(key, str), workdir)
+    if kind == "synthetic" and data.get("manipulation", "blend") not in ("blend", "swap"):  # synthetic.MANIPULATIONS
+        raise d.error(d.key("manipulation"), data["manipulation"], "must be one of ['blend', 'swap'] (the kind of fake)")
+    main_key = "json" if kind == "deepfakebench" else "root"
+    if data.get(main_key) is None:
+        raise ConfigError(f"{file}: missing key {d.key(main_key)!r}")
+    if kind != "synthetic" and not Path(data[main_key]).exists():
+        raise d.error(d.key(main_key), data[main_key], "does not exist: point it at your dataset (see README, 'Datasets')")
+    return data
+
+
+def _data(d: Reader, file: str, workdir: Path):
+    """(reader spec, image size, sources, stream mode, evaluation seed) of `data`."""
+    data = _reader_spec(d, file, workdir)
+    kind = data["kind"]
     eval_seed = d.get("eval_seed", int, 0)
     stream = d.mapping.get("stream", "auto")
     if stream not in (True, False, "auto"):  # trainables.trial.STREAM_MODES (importing it loads the engine)
         raise d.error("data.stream", stream, "must be true, false or auto")
-    for key in ("root", "json", "split_dir"):
-        if key in data:
-            data[key] = expand(d.get(key, str), workdir)
     image_size = d.get("image_size", int, 64, positive=True)
     sources: tuple[str, ...] = ()
     if kind == "ffpp":
@@ -367,12 +442,6 @@ def _data(d: Reader, file: str, workdir: Path):
                 raise d.error("data.sources", s, f"must be among {list(FFPP_METHODS)}")
     elif "sources" in d.mapping:
         raise d.error("data.sources", d.mapping["sources"], "only the ffpp reader has sources (manipulation methods)")
-    main_path = data.get("json") if kind == "deepfakebench" else data.get("root")
-    if main_path is None:
-        raise ConfigError(f"{file}: missing key 'data.{'json' if kind == 'deepfakebench' else 'root'}'")
-    if kind != "synthetic" and not Path(main_path).exists():
-        raise d.error("data.json" if kind == "deepfakebench" else "data.root", main_path,
-                      "does not exist: point it at your dataset (see README, 'Datasets')")
     return data, image_size, sources, stream, eval_seed
 
 
@@ -413,7 +482,7 @@ def _pairs(s: Reader, names: list[str]) -> tuple[Pair, ...]:
 
 
 def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
-    s.check_keys({"pairs", "methods", "volumes", "seeds", "draws", "hparams", "weights"})
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "draws", "hparams", "weights", "transfer"})
     pairs = _pairs(s, names)
     methods = tuple(s.get("methods", list))
     for i, mth in enumerate(methods):
@@ -438,7 +507,33 @@ def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
         hp_reader = Reader(s.file, s.where, {**s.mapping, "hparams": {
             k: v for k, v in s.mapping["hparams"].items() if k != "min_steps"}})
     return StudentsConfig(pairs, methods, s.ints("volumes", even=True), s.ints("seeds", [0]),
-                          _hparams(hp_reader, "hparams", methods), student_weights, draws, auto)
+                          _hparams(hp_reader, "hparams", methods), student_weights, draws, auto,
+                          _transfer(s, methods))
+
+
+def _transfer(s: Reader, methods: tuple[str, ...]) -> TransferConfig | None:
+    """`students.transfer: {source, size}`, or None when absent (or null)."""
+    if s.mapping.get("transfer") is None:
+        return None
+    t = s.sub("transfer")
+    t.check_keys({"source", "size"})
+    source = t.get("source", str)
+    if source not in TRANSFER_SOURCES:
+        raise t.error(t.key("source"), source, f"must be one of {list(TRANSFER_SOURCES)}")
+    size = t.get("size", int)
+    if size < 1:
+        raise t.error(t.key("size"), size, "must be an integer >= 1 (images in the transfer set)")
+    distilling = [m for m in methods if needs_teachers(m)]
+    if not distilling:
+        raise s.error("students.transfer", dict(t.mapping), f"only a distillation term sees a transfer set, and "
+                      f"students.methods {list(methods)} has none: remove it or add a distilling method")
+    refused = [m for m in distilling if not takes_unlabeled_rows(m)]
+    if refused:
+        raise s.error("students.transfer", dict(t.mapping),
+                      f"methods {refused} do not declare that their distillation term takes unlabeled rows "
+                      f"(declare_method(..., unlabeled_rows=True) in trainables.methods): their term may read "
+                      f"labels, which a transfer image has none of; remove them or the transfer set")
+    return TransferConfig(source, size)
 
 
 def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:

@@ -16,7 +16,8 @@ from trainables.errors import UserError
 from trainables.hparams import HParams
 from trainables.methods import baseline_method, needs_teachers
 from trainables.record import RunTags
-from trainables.trial import TeacherRef, TrialSpec
+from trainables.data.transfer import TransferSpec
+from trainables.trial import CrossSet, TeacherRef, TrialSpec
 
 STAGES = STUDY_STAGES  # re-exported: the runner's order
 
@@ -61,6 +62,13 @@ def budget_for(budgets: Budgets | None, volume: int) -> dict[str, Any]:
     return {"min_steps": int(budgets[nearest])}
 
 
+def cross_sets(cfg: StudyConfig) -> tuple[CrossSet, ...]:
+    """`evaluate.datasets` as the trial scores them: teachers and grid trials only (the tables'
+    models); sweep, budget and ablation trials choose or chart, on their own data."""
+    e = cfg.evaluate
+    return tuple(CrossSet(d.name, dict(d.data), e.video_rule, e.frames_per_video) for d in e.datasets)
+
+
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
     cells = []
     for source, data in cfg.source_specs():
@@ -68,6 +76,7 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
             if t.checkpoint is not None:
                 continue
             spec = TrialSpec(role="teacher", arch=t.arch, data=data, image_size=cfg.image_size, weights=t.weights,
+                             evaluate=cross_sets(cfg),
                              stream=cfg.stream, loader_workers=cfg.resources.loader_workers,
                              decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
             hp = {**t.hparams, "method": baseline_method()}
@@ -87,16 +96,18 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
                  student: str, method: str, volume: int, seed: int, hparams: Mapping[str, Any],
                  teachers: TeacherMap, *, eval_splits=("val", "test"), max_eval_per_class=None,
                  tags: Mapping[str, Any] | None = None, forced: Mapping[str, Any] | None = None,
-                 draw: int | None = None) -> Cell:
+                 draw: int | None = None, evaluate: tuple[CrossSet, ...] = ()) -> Cell:
     """One student trial. `draw` picks the subset's images (default: the seed, as before
     students.draws existed); `seed` the initial weights and the training order."""
     distils = needs_teachers(method)
     subset = seed if draw is None else draw
     refs = tuple(teachers[(source, name)] for name in pair.teachers) if distils and pair is not None else ()
+    t = cfg.students.transfer  # only a distillation term sees it: VT cells keep their identity
+    transfer = TransferSpec(t.source, t.size) if t is not None and distils else None
     spec = TrialSpec(
         role="student", arch=student, data=dict(data), image_size=cfg.image_size, volume=volume, subset_seed=subset,
         teachers=refs, eval_splits=tuple(eval_splits), max_eval_per_class=max_eval_per_class,
-        eval_seed=cfg.eval_seed, weights=cfg.students.weights.get(student),
+        eval_seed=cfg.eval_seed, weights=cfg.students.weights.get(student), transfer=transfer, evaluate=evaluate,
         # teachers' outputs on this subset, computed once and shared by all trials of the study
         cache_dir=None if "://" in cfg.storage_path else f"{cfg.storage_path}/{cfg.name}/teacher_cache",
         decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
@@ -191,7 +202,7 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams,
                                                   method, volume, seed, hp, teachers,
                                                   max_eval_per_class=cfg.grid.max_val_per_class,
                                                   tags={"hparams_from": origin}, forced=budget_for(budgets, volume),
-                                                  draw=draw if explicit else None))
+                                                  draw=draw if explicit else None, evaluate=cross_sets(cfg)))
     return cells
 
 

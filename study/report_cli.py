@@ -41,7 +41,11 @@ def report(workdir: Path, tracking_uri, study_name, out: Path, formats: str, cur
     """Regenerate the paper's tables and figures from a study's MLflow runs, the paper beside them."""
     from analysis.report import build_report, parse_formats
     from analysis.runs import tracking_uri as resolve_uri
-    from study.logged_model import ensure_logged_model
+
+    def ensure_logged_model(client, run_id: str) -> str:  # imported when used: it loads torch
+        from study.logged_model import ensure_logged_model as ensure
+
+        return ensure(client, run_id)
 
     try:
         rep = build_report(resolve_uri(workdir, tracking_uri), study_name, out, parse_formats(formats),

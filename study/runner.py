@@ -35,8 +35,9 @@ from study.plan import (
 from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
 from study.tuner import ProgressCallback, make_tuner, ray_tables, restored_tuner
-from trainables.data.subsets import balanced_split
-from trainables.errors import UserError
+from trainables.data.subsets import balanced_split, balanced_subset
+from trainables.data.transfer import unlabeled_frame
+from trainables.errors import DataError, UserError
 from trainables.hparams import HParams
 from trainables.models import create_model, sha256_file
 from trainables.record import RunTags
@@ -115,12 +116,42 @@ def preflight(cfg: StudyConfig) -> None:
                         f"but source {source!r} has {counts.get(label, 0)}: lower the volume")
         for split in ("val", "test"):
             balanced_split(index, split, seed=0)
+        _check_transfer(cfg, index)
+    for d in cfg.evaluate.datasets:  # each evaluation dataset reads, and has test images of both classes
+        try:
+            test = dataset_index(d.data)
+        except UserError as exc:
+            raise UserError(f"{cfg.path}: evaluate dataset {d.name!r}: {exc}") from None
+        test = test[test["split"] == "test"]
+        counts = test["label"].value_counts().to_dict()
+        if not counts.get(0) or not counts.get(1):
+            raise UserError(f"{cfg.path}: evaluate dataset {d.name!r} has {counts.get(0, 0)} real and "
+                            f"{counts.get(1, 0)} fake test images: its AUC needs both")
     for t in cfg.teachers:  # a given checkpoint must load into its architecture now, not in a trial
         if t.checkpoint is not None:
             try:
                 create_model(t.arch, weights=t.checkpoint)
             except UserError as exc:
                 raise UserError(f"{cfg.path}: teacher {t.name!r}: {exc}") from None
+
+
+def _check_transfer(cfg: StudyConfig, index) -> None:
+    """Enough train images outside each subset's videos for students.transfer (train_unlabeled),
+    for every volume a distilling student trains at and every seed that draws a subset (a
+    DataError naming the numbers). The efficiency curve is VT's: it has no transfer set."""
+    t = cfg.students.transfer
+    if t is None or t.source != "train_unlabeled":
+        return
+    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.k_volumes) \
+        | (set(cfg.budget.volumes) if cfg.students.auto_budget else set())
+    seeds = set(cfg.students.draws or cfg.students.seeds) | {cfg.sweep.seed} | set(cfg.ablations.k_seeds) \
+        | set(cfg.budget.seeds)
+    for volume in sorted(volumes):
+        for seed in sorted(seeds):
+            try:
+                unlabeled_frame(index, balanced_subset(index, volume, seed), t.size, seed)
+            except DataError as exc:
+                raise UserError(f"{cfg.path}: volume {volume}, draw {seed}: {exc}") from None
 
 
 def check_address(address: str) -> None:

@@ -38,7 +38,9 @@ from trainables.hparams import total_steps
 from trainables.record import RESULT_TAGS
 from trainables.tune import MODEL_FILE, MODEL_META_FILE, split_config
 
-METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|sys_peak_rss_mb|sys_data_prep_s|sys_export_s)$")
+METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|cross_[a-z0-9_]+|sys_peak_rss_mb"
+                       r"|sys_data_prep_s|sys_export_s)$")
+CROSS_ROWS_RE = re.compile(r"^cross_[a-z0-9_]+_rows$")  # an evaluation dataset's rows digest: a tag
 SPEC_PARAMS = ("arch", "image_size", "volume", "subset_seed", "max_eval_per_class", "eval_seed")
 CHOSEN_FILE = "chosen_hparams.json"
 BUDGETS_FILE = "budgets.json"
@@ -295,6 +297,7 @@ class MLflowTrialCallback(tune.Callback):
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if METRIC_RE.match(k) and isinstance(v, (int, float)) and not isinstance(v, bool)]
         tags = [RunTag(k, str(result[k])) for k in RESULT_TAGS if k in result]
+        tags += [RunTag(k, str(v)) for k, v in result.items() if CROSS_ROWS_RE.match(k) and isinstance(v, str)]
         if "node_id" in result:  # every node the trial ran on (it moves after a node dies)
             nodes = self._nodes.setdefault(trial.trial_id, [])
             if result["node_id"] not in nodes:
@@ -436,6 +439,12 @@ class MLflowTrialCallback(tune.Callback):
                   "teacher_checkpoints": ",".join(t.checkpoint for t in spec.teachers)}
         if spec.volume is not None:  # a student's budget: its subset holds exactly `volume` images
             params["steps"] = total_steps(spec.volume, hp)
+        if spec.transfer is not None:  # an unlabeled transfer set beside the subset: "source:size"
+            params["transfer"] = spec.transfer.label
+        if spec.evaluate:  # cross-dataset scoring: which datasets, and how a video is scored
+            params.update({"evaluate": ",".join(c.name for c in spec.evaluate),
+                           "video_rule": spec.evaluate[0].video_rule,
+                           "frames_per_video": spec.evaluate[0].frames_per_video})
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "trial.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))
@@ -446,10 +455,10 @@ class MLflowTrialCallback(tune.Callback):
             with checkpoint.as_directory() as d:
                 if self.log_models and (Path(d) / MODEL_FILE).is_file():
                     self.client.log_artifact(run_id, str(Path(d) / MODEL_FILE), "model")
-                from study.logged_model import log_flavour_model  # the MLflow model (if any) and datasets
-                log_flavour_model(self.client, run_id, Path(d))
                     if (Path(d) / MODEL_META_FILE).is_file():  # what a later export needs (study.logged_model)
                         self.client.log_artifact(run_id, str(Path(d) / MODEL_META_FILE), "model")
+                from study.logged_model import log_flavour_model  # the MLflow model (if any) and datasets
+                log_flavour_model(self.client, run_id, Path(d))
         self.client.set_terminated(run_id, "FINISHED")
 
     def _fail(self, run_id: str, message: str) -> None:

@@ -271,15 +271,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CROSS_VIDEOS = {"real": 2, "fake": 3}  # test videos of the evaluation dataset: imbalanced on purpose
+CROSS_FRAMES = 3  # frames a video (2 of them scored at video level)
+
+
+def cross_dataset(root: Path, synthetic_root: str) -> Path:
+    """A folder dataset of test images only (2 real and 3 fake videos of 3 frames), cut from the
+    synthetic set's test split: an evaluation dataset with known, imbalanced classes."""
+    import shutil
+
+    for cls, videos in CROSS_VIDEOS.items():
+        frames = sorted((Path(synthetic_root) / "test" / cls).rglob("*.png"))
+        for v in range(videos):
+            (root / "test" / cls / f"v{v}").mkdir(parents=True)
+            for f in range(CROSS_FRAMES):
+                shutil.copyfile(frames[v * CROSS_FRAMES + f], root / "test" / cls / f"v{v}" / f"{f}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, synthetic_root):
     """`study run` of a teacher and a VT/KD grid at 10 images x 2 seeds (5 trials, 32 px)."""
     from studies import kill_tree
 
     tmp = tmp_path_factory.mktemp("serve")
+    cross = cross_dataset(tmp / "cross", synthetic_root)
     cfg = tmp / f"{STUDY}.yaml"
     cfg.write_text(yaml.safe_dump({
         "name": STUDY,
+        "evaluate": {"video_rule": "max", "frames_per_video": 2,
+                     "datasets": [{"name": "other", "kind": "folder", "root": str(cross)}]},
         "data": {"kind": "synthetic", "root": str(synthetic_root), "num_images": 480, "size": 32, "seed": 0,
                  "image_size": SIZE},
         "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 1, "batch_size": 64}}],
@@ -478,3 +499,19 @@ def test_mlflow_models_serve(study):
     finally:
         kill_tree(proc.pid)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_teacher_and_grid_runs_are_scored_on_the_evaluation_dataset(study):
+    """Every teacher and grid run records cross_other_* on all 15 frames (6 real, 9 fake) and on
+    the 5 videos, with the rule and the frame cap on the run; the frame and video metrics differ
+    from the in-domain ones (another split)."""
+    n = sum(CROSS_VIDEOS.values()) * CROSS_FRAMES
+    for run in study["runs"]:
+        m, params = run.data.metrics, run.data.params
+        assert m["cross_other_n"] == n, run.data.tags["cell"]
+        for key in ("acc", "bacc", "auc", "eer", "ap", "video_auc", "video_acc", "video_bacc"):
+            assert 0 <= m[f"cross_other_{key}"] <= 1, key
+        assert params["evaluate"] == "other" and params["video_rule"] == "max" and params["frames_per_video"] == "2"
+        assert len(run.data.tags["cross_other_rows"]) >= 16

@@ -41,8 +41,12 @@ def test_shipped_configs_are_the_expected_set():
 def shipped_config(path: Path, tmp_path: Path):
     """A shipped config, parsed; real datasets are not here: their root is an empty folder."""
     raw = yaml.safe_load(path.read_text())
-    if raw["data"]["kind"] != "synthetic":
-        raw["data"]["root"] = str(tmp_path)
+    for data in [raw["data"], *raw.get("evaluate", {}).get("datasets", [])]:
+        if data["kind"] != "synthetic":
+            data["root"] = str(tmp_path)
+        if "json" in data:
+            data["json"] = str(tmp_path / Path(data["json"]).name)
+            Path(data["json"]).write_text("{}")
     return parse_config(raw, str(path), tmp_path)
 
 

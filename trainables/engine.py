@@ -11,6 +11,15 @@ numbers, for measuring what the cache saves). With crops, colour jitter, mixup o
 every step makes new views, and the teachers run live on them (no cache is made). Runs are
 repeatable on the CPU for a seed, also across a resume from an epoch checkpoint (the
 batch generator and the torch, numpy, python and CUDA RNG states are part of the state).
+
+An unlabeled transfer set (`train_student(..., transfer=images)`, uint8 images without
+labels) adds, to every step of a distilling method, a batch of its images beside the labelled
+batch: drawn from a generator of its own (the labelled batches, flips and augmentations are
+those of a run without it), augmented the same way, teacher and student seeing the same view.
+The student runs once on [labelled; transfer]; the task term (CE) takes the labelled rows
+only, the distillation terms all rows (`TransferRows`, label UNLABELED). The teachers' outputs
+on it come the way the labelled ones do: live, or a `TeacherCache` of the transfer images
+(`transfer_caches`). Vanilla training has no distillation term and ignores a transfer set.
 """
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
     to_input,
 )
 from trainables.hparams import HParams, steps_per_epoch  # noqa: F401  (steps_per_epoch: re-exported)
-from trainables.losses import LossContext, Outputs, baseline_method, build_loss, needs_teachers
+from trainables.losses import LossContext, Mix, Outputs, TransferRows, baseline_method, build_loss, needs_teachers
 from trainables.metrics import compute_metrics
 from trainables.models import Detector
 from trainables.rng import rng_state, set_rng_state, set_seed  # noqa: F401  (set_seed: re-exported)
@@ -250,7 +259,8 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
                   val: TrainData | None, hp: HParams, *, device: str | torch.device = "auto",
                   on_epoch: EpochCallback | None = None, resume: dict | None = None,
                   teacher_caches: Sequence[TeacherCache] | None = None,
-                  cache_teachers: bool = True) -> TrainResult:
+                  cache_teachers: bool = True, transfer: Tensor | None = None,
+                  transfer_caches: Sequence[TeacherCache] | None = None) -> TrainResult:
     """Train `model` on `train` with `hp.method`'s loss; teachers stay frozen.
 
     The teachers' outputs come from `teacher_caches` when given (one per teacher, e.g.
@@ -261,13 +271,17 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
     `teacher_caches` are refused).
     `resume` is a state returned by the callback's `state()`: training continues after
     its epoch with the same RNG streams, so the result equals an undisturbed run's.
+    `transfer`: uint8 images (N, 3, S, S) of an unlabeled transfer set, seen by the
+    distillation terms only (module docstring); with `teacher_caches`, `transfer_caches`
+    hold the teachers' outputs on them. Ignored by a method without teachers (vt).
     """
     if teacher_caches is not None and not cache_teachers:
         raise ValueError("teacher_caches were given with cache_teachers=False: pass one or the other")
     device = pick_device(device)
     configure_device(device)
     set_seed(hp.seed)
-    run = _Run.build(model, teachers, train, hp, device, teacher_caches, cache_teachers)
+    run = _Run.build(model, teachers, train, hp, device, teacher_caches, cache_teachers,
+                     transfer if needs_teachers(hp.method) else None, transfer_caches)
     start_epoch = run.restore(resume) if resume is not None else 0
     # the per-epoch metrics so far travel in the resumable state: a resumed run's curve is whole
     result = TrainResult(model, history=[dict(h) for h in (resume or {}).get("history", [])])
@@ -276,9 +290,11 @@ def train_student(model: Detector, teachers: Sequence[Detector], train: TrainDat
         for epoch in range(start_epoch, hp.epochs):
             t0 = time.perf_counter()
             plan = _plan_epoch(len(train), hp, run.per_epoch, run.gen)
+            extra = run.transfer_plan()  # (index, flips) of the transfer set per step, or Nones
             total, parts_sum, seen = 0.0, {}, 0
-            for (idx, flips), images in zip(plan, image_batches(train, [i for i, _ in plan], device, stream)):
-                loss, parts = run.step(idx, flips, images, epoch)
+            for (idx, flips), images, t_batch in zip(plan, image_batches(train, [i for i, _ in plan], device, stream),
+                                                     extra):
+                loss, parts = run.step(idx, flips, images, epoch, t_batch)
                 total += loss * len(idx)
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
@@ -318,18 +334,26 @@ class _Run:
     caches: list[TeacherCache] = field(default_factory=list)
     # teachers run on every step: cache_teachers=False, or augmentations beyond flips
     live: list[Detector] = field(default_factory=list)
+    transfer: Tensor | None = None  # (N, 3, S, S) uint8 unlabeled transfer images (distilling runs only)
+    t_caches: list[TeacherCache] = field(default_factory=list)  # the teachers' outputs on them
+    t_gen: torch.Generator | None = None  # the transfer batches' own stream
 
     @classmethod
     def build(cls, model: Detector, teachers: Sequence[Detector], train: TrainData, hp: HParams,
-              device: torch.device, teacher_caches: Sequence[TeacherCache] | None, cache_teachers: bool) -> "_Run":
+              device: torch.device, teacher_caches: Sequence[TeacherCache] | None, cache_teachers: bool,
+              transfer: Tensor | None = None, transfer_caches: Sequence[TeacherCache] | None = None) -> "_Run":
         model.to(device).to(memory_format=memory_format(device, hp)).train()
         sources = teacher_caches if teacher_caches is not None else teachers
+        if transfer is not None:
+            _check_transfer(transfer, train)
         loss_fn = build_loss(hp, LossContext(
             student_dim=model.feature_dim,
             teacher_dims=tuple(t.feature_dim for t in sources) if needs_teachers(hp.method) else (),
             train_labels=train.labels,
+            num_transfer=0 if transfer is None else len(transfer),
         )).to(device)
         caches: list[TeacherCache] = []
+        t_caches: list[TeacherCache] = []
         live: list[Detector] = []
         if loss_fn.needs_teachers:
             if not isinstance(train, ImageSet):
@@ -344,29 +368,48 @@ class _Run:
                 caches = list(teacher_caches)
                 for i, c in enumerate(caches):
                     c.check(len(train), hp.flipping, where=f"teacher_caches[{i}]")
+                if transfer is not None:
+                    if transfer_caches is None or len(transfer_caches) != len(caches):
+                        raise ValueError("a transfer set with teacher_caches needs transfer_caches, one per teacher")
+                    t_caches = list(transfer_caches)
+                    for i, c in enumerate(t_caches):
+                        c.check(len(transfer), hp.flipping, where=f"transfer_caches[{i}]")
             elif cache_teachers:
-                caches = [TeacherCache.compute(prepare_teacher(t, device, hp), train.images, device, hp)
-                          for t in teachers]
+                frozen = [prepare_teacher(t, device, hp) for t in teachers]
+                caches = [TeacherCache.compute(t, train.images, device, hp) for t in frozen]
+                if transfer is not None:
+                    t_caches = [TeacherCache.compute(t, transfer, device, hp) for t in frozen]
             else:
                 live = [prepare_teacher(t, device, hp) for t in teachers]
             caches = [c.to(device) for c in caches]
+            t_caches = [c.to(device) for c in t_caches]
         opt = make_optimizer(list(model.parameters()) + list(loss_fn.parameters()), hp)
         per_epoch = steps_per_epoch(len(train), hp)
         sched = make_scheduler(opt, hp, per_epoch * hp.epochs, per_epoch * hp.warmup_epochs)
+        t_gen = None if transfer is None else torch.Generator().manual_seed(transfer_seed(hp.seed))
         return cls(model, loss_fn, opt, sched, torch.Generator().manual_seed(hp.seed), per_epoch, hp, device,
-                   train.labels.to(device), caches, live)
+                   train.labels.to(device), caches, live, transfer, t_caches, t_gen)
 
-    def step(self, idx: Tensor, flips: Tensor, images: Tensor, epoch: int) -> tuple[float, dict[str, float]]:
-        """One optimiser step on a batch; (the loss, its logged parts)."""
+    def transfer_plan(self) -> list[tuple[Tensor, Tensor] | None]:
+        """This epoch's transfer batches, one per step (None each without a transfer set)."""
+        if self.transfer is None:
+            return [None] * self.per_epoch
+        return _plan_epoch(len(self.transfer), self.hp, self.per_epoch, self.t_gen)
+
+    def step(self, idx: Tensor, flips: Tensor, images: Tensor, epoch: int,
+             t_batch: tuple[Tensor, Tensor] | None = None) -> tuple[float, dict[str, float]]:
+        """One optimiser step on a batch (and `t_batch`, the transfer set's index batch and
+        flips); (the loss, its logged parts)."""
         device, hp = self.device, self.hp
         # uint8 to the device first (pinned when streamed on CUDA), augmented there: drawn once,
         # applied once, the one tensor `x` seen by the student and every live teacher
         idx_dev, flips_dev = idx.to(device), flips.to(device)
         images = images.to(device, non_blocking=True)
-        if hp.teacher_cacheable:  # flips at most: as the teacher cache was computed
-            views, mix = flip_batch(images, flips_dev), None
-        else:
-            views, mix = augment.views(images, flips_dev, hp, self.gen)  # float on [0, 255]
+        views, mix = self._views(images, flips_dev, self.gen)
+        if t_batch is not None:  # the transfer rows go after the labelled ones: (B + Bt, 3, S, S)
+            t_idx, t_flips = (t.to(device) for t in t_batch)
+            t_views, t_mix = self._views(self.transfer[t_batch[0]].to(device, non_blocking=True), t_flips, self.t_gen)
+            views = torch.cat([views, t_views])
         x = to_input(views, device, memory_format(device, hp))
         with autocast(device, hp):
             z, logits = self.model(x)
@@ -375,7 +418,17 @@ class _Run:
             teacher_out = [teacher_forward(t, x, device, hp) for t in self.live]
         else:
             teacher_out = [c.lookup(idx_dev, flips_dev) for c in self.caches]
-        loss, parts = self.loss_fn(student, teacher_out, self.labels[idx_dev], idx_dev, mix)
+        rows = None
+        if t_batch is not None:
+            b = len(idx)
+            student, t_student = _split(student, b)
+            if self.live:
+                teacher_out, t_teacher = zip(*(_split(t, b) for t in teacher_out))
+            else:
+                t_teacher = [c.lookup(t_idx, t_flips) for c in self.t_caches]
+            t_index = len(self.labels) + t_idx  # dataset index M + j
+            rows = TransferRows(t_student, tuple(t_teacher), t_index if t_mix is None else t_mix.dominant(t_index))
+        loss, parts = self.loss_fn(student, list(teacher_out), self.labels[idx_dev], idx_dev, mix, rows)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, parts {parts}; "
                                    f"lower lr ({hp.lr}), or check {hp.method}'s options {hp.options}")
@@ -384,6 +437,11 @@ class _Run:
         self.opt.step()
         self.sched.step()
         return loss.item(), parts
+
+    def _views(self, images: Tensor, flips: Tensor, gen: torch.Generator) -> tuple[Tensor, Mix | None]:
+        if self.hp.teacher_cacheable:  # flips at most: as the teacher cache was computed
+            return flip_batch(images, flips), None
+        return augment.views(images, flips, self.hp, gen)  # float on [0, 255]
 
     def state(self, epoch: int) -> dict:
         """The resumable state after `epoch`; a deep copy: later steps must not change it."""
@@ -394,6 +452,7 @@ class _Run:
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "generator": self.gen.get_state(),  # batches, flips and the other augmentations
+            **({} if self.t_gen is None else {"transfer_generator": self.t_gen.get_state()}),
             **rng_state(self.device),  # torch_rng, numpy_rng, python_rng (+ cuda_rng)
         })
 
@@ -404,6 +463,10 @@ class _Run:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.gen.set_state(state["generator"])
+        if self.t_gen is not None:
+            if "transfer_generator" not in state:
+                raise ValueError("this run has a transfer set but the state to resume from has none")
+            self.t_gen.set_state(state["transfer_generator"])
         set_rng_state(state, self.device)  # keys missing from older checkpoints are skipped
         return int(state["epoch"]) + 1
 
@@ -416,3 +479,24 @@ def _plan_epoch(n: int, hp: HParams, steps: int, gen: torch.Generator) -> list[t
         flips = draw_flips(len(idx), gen) if hp.flipping else torch.zeros(len(idx), dtype=torch.bool)
         plan.append((idx, flips))
     return plan
+
+
+def transfer_seed(seed: int) -> int:
+    """The seed of the transfer batches' generator: derived from the run's seed, another stream."""
+    return int(np.random.SeedSequence([int(seed), 0x7472616E]).generate_state(1)[0])  # "tran"
+
+
+def _split(out: Outputs, b: int) -> tuple[Outputs, Outputs]:
+    """(rows :b, rows b:) of a model's outputs."""
+    return (Outputs(logits=out.logits[:b], features=out.features[:b]),
+            Outputs(logits=out.logits[b:], features=out.features[b:]))
+
+
+def _check_transfer(transfer: Tensor, train: TrainData) -> None:
+    if not isinstance(transfer, Tensor) or transfer.dtype != torch.uint8 or transfer.ndim != 4 \
+            or len(transfer) == 0:
+        raise ValueError(f"transfer must be uint8 images (N, 3, S, S), N >= 1, got {type(transfer).__name__} "
+                         f"{getattr(transfer, 'dtype', '')} {tuple(getattr(transfer, 'shape', ()))}")
+    if isinstance(train, ImageSet) and transfer.shape[1:] != train.images.shape[1:]:
+        raise ValueError(f"transfer images {tuple(transfer.shape[1:])} differ from the training images "
+                         f"{tuple(train.images.shape[1:])}")

@@ -5,6 +5,8 @@ benchmarks call without Ray. The config is converted once into `TrialSpec` + `HP
 Teachers' outputs come from `trainables.teacher_cache` (shared on disk across a study's
 trials when `spec.cache_dir` is set): a teacher model is built only when they are missing.
 With augmentations beyond flips (`hp.augment`) the teachers are built and run live instead.
+A distilling student with `spec.transfer` also trains its distillation terms on an unlabeled
+transfer set (trainables/data/transfer.py), whose teacher outputs come the same way.
 """
 from __future__ import annotations
 
@@ -25,11 +27,12 @@ from trainables.data.held import DEFAULT_BUDGET, HeldSets
 from trainables.data.images import load_images
 from trainables.data.stream import FileSet
 from trainables.data.subsets import balanced_split, balanced_subset, rows_digest, whole_split
+from trainables.data.transfer import TransferImages, TransferSpec, transfer_set
 from trainables.engine import (
-    EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, prepare_teacher,
+    EpochCallback, ImageSet, TeacherCache, TrainResult, evaluate, pick_device, predict, prepare_teacher,
     set_seed, train_student,
 )
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, DataError
 from trainables.hparams import HParams
 from trainables.losses import needs_teachers
 from trainables.models import Detector, create_model
@@ -47,6 +50,11 @@ HOW = {"how": True}  # TrialSpec field metadata: how a trial runs, not what it t
 def _plain(value: Any) -> Any:
     if isinstance(value, TeacherRef):
         return {"arch": value.arch, "checkpoint": value.checkpoint}
+    if isinstance(value, TransferSpec):
+        return {"source": value.source, "size": int(value.size)}
+    if isinstance(value, CrossSet):
+        return {"name": value.name, "data": _plain(value.data), "video_rule": value.video_rule,
+                "frames_per_video": value.frames_per_video}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -58,6 +66,24 @@ def _plain(value: Any) -> Any:
 class TeacherRef:
     arch: str
     checkpoint: str
+
+
+@dataclass(frozen=True)
+class CrossSet:
+    """A dataset the trained model is also scored on (its whole test split), after training:
+    metrics `cross_<name>_<metric>` (frame and `video_` ones by `video_rule` over at most
+    `frames_per_video` evenly spaced frames a video) and `cross_<name>_n`. Never read to choose
+    anything: a trial's choices are made on its own validation split."""
+    name: str
+    data: Mapping[str, Any]
+    video_rule: str = "mean"
+    frames_per_video: int | None = 32
+
+    def prefix(self) -> str:
+        return f"{CROSS_PREFIX}{self.name}_"
+
+
+CROSS_PREFIX = "cross_"  # every metric of an evaluation dataset starts with it
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,9 @@ class TrialSpec:
     max_eval_per_class: int | None = None  # cap the val set per class (sweeps); test: always the whole split
     eval_seed: int = 0  # the study's fixed seed for a capped evaluation set; never the training seed
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
+    # a student's unlabeled transfer set, seen by the distillation terms only (data/transfer.py)
+    transfer: TransferSpec | None = None
+    evaluate: tuple[CrossSet, ...] = ()  # other datasets scored after training (cross-dataset)
     # where and how, not what (left out of `identity`): the same numbers either way
     device: str = field(default="auto", metadata=HOW)
     cache_dir: str | None = field(default=None, metadata=HOW)  # teachers' outputs shared by the study (teacher_cache.py)
@@ -109,6 +138,12 @@ class TrialSpec:
             t if isinstance(t, TeacherRef) else TeacherRef(**t) for t in values.get("teachers", ())
         )
         values["eval_splits"] = tuple(values.get("eval_splits", cls.eval_splits))
+        values["evaluate"] = tuple(e if isinstance(e, CrossSet) else CrossSet(**e) for e in values.get("evaluate", ()))
+        if isinstance(values.get("transfer"), Mapping):
+            t = values["transfer"]
+            if set(t) != {"source", "size"}:
+                raise ConfigError(f"trial spec: transfer={dict(t)!r} must have the keys 'source' and 'size'")
+            values["transfer"] = TransferSpec(t["source"], t["size"])
         spec = cls(**values)
         if spec.role not in ROLES:
             raise ConfigError(f"trial spec: role={spec.role!r} is not one of {list(ROLES)}")
@@ -120,6 +155,11 @@ class TrialSpec:
             raise ConfigError(f"trial spec: loader_workers={spec.loader_workers} must be >= 0")
         if spec.memory_budget < 0:
             raise ConfigError(f"trial spec: memory_budget={spec.memory_budget} must be >= 0 (bytes)")
+        if spec.transfer is not None and (spec.role != "student" or spec.volume is None):
+            raise ConfigError(f"trial spec: transfer={spec.transfer.label!r} is for a student on a subset "
+                              f"(role={spec.role!r}, volume={spec.volume!r})")
+        if spec.transfer is not None and not isinstance(spec.transfer, TransferSpec):
+            raise ConfigError(f"trial spec: transfer={spec.transfer!r} must be {{source, size}}")
         return spec
 
 
@@ -156,13 +196,20 @@ def image_set(frame: pd.DataFrame, size: int, decode_dir: str | None = None,
               memory_budget: int = DEFAULT_BUDGET) -> ImageSet:
     """A frame's decoded images: mapped from `decode_dir` (decoded there first if missing), or
     decoded into this process (kept across its trials up to `memory_budget` bytes)."""
-    paths = [str(p) for p in frame["path"]]
     labels = torch.tensor(frame["label"].to_numpy(), dtype=torch.long)
+    images, mapped = frame_images(frame, size, decode_dir, memory_budget)
+    return ImageSet(images, labels, list(frame["video"]), mapped=mapped)
+
+
+def frame_images(frame: pd.DataFrame, size: int, decode_dir: str | None = None,
+                 memory_budget: int = DEFAULT_BUDGET):
+    """(uint8 images, the mapped file or None) of a frame's paths, as `image_set` decodes them;
+    the frame needs no label column (an unlabeled transfer set has none)."""
+    paths = [str(p) for p in frame["path"]]
     if decode_dir is not None:
         mapped = decoded_store(decode_dir).get(paths, size)
-        return ImageSet(mapped.images, labels, list(frame["video"]), mapped=mapped)
-    images = HELD.get((tuple(paths), size), lambda: load_images(paths, size), memory_budget)
-    return ImageSet(images, labels, list(frame["video"]))
+        return mapped.images, mapped
+    return HELD.get((tuple(paths), size), lambda: load_images(paths, size), memory_budget), None
 
 
 def file_set(frame: pd.DataFrame, size: int, workers: int) -> FileSet:
@@ -228,17 +275,51 @@ def teacher_outputs(spec: TrialSpec, hp: HParams, frame: pd.DataFrame, train: Im
     if not hp.teacher_cacheable:
         raise ValueError(f"augment={list(hp.augment)} makes new views every step: the teachers run live "
                          "(train_student with the teacher models), their outputs are not cached")
+    return cached_outputs(spec, hp, [str(p) for p in frame["path"]], train.images, device)
+
+
+def cached_outputs(spec: TrialSpec, hp: HParams, keys: Sequence[str], images: torch.Tensor,
+                   device: torch.device) -> list[TeacherCache]:
+    """Each teacher's outputs on `images`, named by `keys` (their paths, in order; for a
+    transfer set, `TransferImages.keys`), as `teacher_outputs` finds or computes them."""
     store = TeacherStore(spec.cache_dir)
-    paths = [str(p) for p in frame["path"]]
+    paths = list(keys)
     caches = []
     for ref in spec.teachers:
         def compute(ref: TeacherRef = ref) -> TeacherCache:
             teacher = prepare_teacher(load_teachers([ref])[0], device, hp)
-            return TeacherCache.compute(teacher, train.images, device, hp)
+            return TeacherCache.compute(teacher, images, device, hp)
 
         key = make_key(ref.arch, ref.checkpoint, paths, spec.image_size, hp, device)
         caches.append(store.get_or_compute(key, compute))
     return caches
+
+
+def trial_transfer(spec: TrialSpec, index: pd.DataFrame, frame: pd.DataFrame,
+                   train: ImageSet) -> TransferImages | None:
+    """The student's unlabeled transfer set (`spec.transfer`), or None; drawn with the subset's seed."""
+    if spec.transfer is None:
+        return None
+    return transfer_set(spec.transfer, index, frame, train.images, spec.subset_seed,
+                        lambda f: frame_images(f, spec.image_size, spec.decode_dir, spec.memory_budget)[0])
+
+
+def cross_metrics(model: Detector, cross: CrossSet, spec: TrialSpec, device: torch.device,
+                  hp: HParams) -> tuple[dict[str, float], dict[str, str]]:
+    """`model` scored on `cross`'s whole test split (decoded as the trial's own splits are:
+    mapped from `spec.decode_dir`, once per node), and the digest of its rows as a tag."""
+    from trainables.metrics import compute_metrics
+
+    frame = whole_split(dataset_index(cross.data), "test")
+    if frame.empty:
+        raise DataError(f"evaluation dataset {cross.name!r} has no test images")
+    images = image_set(frame, spec.image_size, spec.decode_dir, spec.memory_budget)
+    probs = predict(model, images, device, hp)
+    scored = compute_metrics(images.labels.numpy(), probs, images.videos, video_rule=cross.video_rule,
+                             frames_per_video=cross.frames_per_video)
+    out = {f"{cross.prefix()}{k}": v for k, v in scored.items()}
+    out[f"{cross.prefix()}n"] = float(len(frame))
+    return out, {f"{cross.prefix()}rows": rows_digest(frame)}
 
 
 def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = None,
@@ -264,17 +345,21 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     val = split_set(records["val"]) if "val" in records else None
     # mapped: ready now (decoded once per node); held in memory: decoded when scored, after training
     test = split_set(records["test"]) if "test" in records and spec.decode_dir is not None else None
+    extra = trial_transfer(spec, index, frame, train) if distils else None  # vt: no distillation term
     prep = {"sys_data_prep_s": time.perf_counter() - t_prep, "sys_data_prep_start": prep_start}
     set_seed(hp.seed)  # the initial weights depend on the seed alone
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
-    caches, teachers = None, []
+    caches, teachers, extra_caches = None, [], None
     if distils and hp.teacher_cacheable:
         caches = teacher_outputs(spec, hp, frame, train, device)
+        if extra is not None:
+            extra_caches = cached_outputs(spec, hp, extra.keys, extra.images, device)
     elif distils:  # new views every step: the teachers run live on them
         teachers = load_teachers(spec.teachers)
     result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
-                           teacher_caches=caches)
+                           teacher_caches=caches, transfer=None if extra is None else extra.images,
+                           transfer_caches=extra_caches)
     metrics: dict[str, float] = {}
     if result.history:
         metrics.update({k: v for k, v in result.history[-1].items() if k.startswith("val_")})
@@ -290,5 +375,9 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     for split, rows in records.items():
         counts, digest = eval_set_record(split, rows)
         metrics.update(counts)
+        tags.update(digest)
+    for cross in spec.evaluate:
+        scored, digest = cross_metrics(model, cross, spec, device, hp)
+        metrics.update(scored)
         tags.update(digest)
     return TrialOutcome(result, metrics, tags, {**prep, "sys_peak_rss_mb": peak_rss_mb()})

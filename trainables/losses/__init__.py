@@ -8,7 +8,7 @@ imported below.
 import importlib
 import pkgutil
 
-from trainables.losses.base import DistillTerm, LossContext, Mix, Outputs
+from trainables.losses.base import UNLABELED, DistillTerm, LossContext, Mix, Outputs, TransferRows
 from trainables.losses.registry import (
     LOSSES, NoOptions, baseline_method, build_loss, check_complete, get_method, method_names, needs_teachers,
     register_loss,
@@ -29,6 +29,8 @@ __all__ = [
     "NoOptions",
     "Outputs",
     "StudentLoss",
+    "TransferRows",
+    "UNLABELED",
     "baseline_method",
     "build_loss",
     "contrastive_nce_loss",

@@ -43,6 +43,11 @@ class Mix:
         return values if self.lam >= 0.5 else values[self.partner]
 
 
+# the label of a row of the unlabeled transfer set (a study's students.transfer): its true label
+# is never read, and a term that reads labels must treat this value as "unknown"
+UNLABELED = -1
+
+
 @dataclass(frozen=True)
 class LossContext:
     """What a loss needs to know about the run before the first batch."""
@@ -50,11 +55,29 @@ class LossContext:
     student_dim: int
     teacher_dims: tuple[int, ...]  # one per teacher; empty for vt
     train_labels: Tensor  # (M,) long: label of every training image, by dataset index 0..M-1
+    num_transfer: int = 0  # N unlabeled transfer images, dataset indices M..M+N-1 (label UNLABELED)
 
     @property
     def num_data(self) -> int:
         """M, the number of images in the student's training subset."""
         return int(self.train_labels.shape[0])
+
+    @property
+    def num_indexed(self) -> int:
+        """M + N: every dataset index a distillation term may be given."""
+        return self.num_data + int(self.num_transfer)
+
+
+@dataclass(frozen=True)
+class TransferRows:
+    """One step's rows of the unlabeled transfer set, beside the labelled batch: the student's
+    and each teacher's outputs on the same views, and their dataset indices (M + j; under mixup
+    or cutmix those of each row's dominant image). They carry no labels: the distillation
+    terms get UNLABELED for them, the task term never sees them."""
+
+    student: Outputs  # (Bt, ...)
+    teachers: tuple[Outputs, ...]  # one per teacher
+    index: Tensor  # (Bt,) long, >= M
 
 
 class DistillTerm(nn.Module):
@@ -68,6 +91,7 @@ class DistillTerm(nn.Module):
     options: ClassVar[type] = type(None)  # the method's own hyperparameters (set by register_loss)
     baseline: ClassVar[bool] = False  # set by register_loss: the method the others are compared against
     needs_teachers: ClassVar[bool] = True  # False: no distillation term (the baseline)
+    unlabeled_rows: ClassVar[bool] = False  # set by register_loss: takes transfer rows (label UNLABELED)
 
     def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
         super().__init__()
@@ -77,5 +101,6 @@ class DistillTerm(nn.Module):
         self.teacher_dim = teacher_dim
 
     def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
-        """Scalar distillation loss of `student` against this term's teacher."""
+        """Scalar distillation loss of `student` against this term's teacher. `labels` (B,) and
+        `index` (B,): a row of the transfer set has label UNLABELED and an index >= M."""
         raise NotImplementedError

@@ -20,6 +20,14 @@ On a mixup or cutmix batch the index and label of each row are those of the imag
 makes up most of it (`Mix.dominant`, passed by StudentLoss): its index is the bank row
 written (and the one "instance" excludes), its class the one negatives are drawn against.
 
+Unlabeled transfer rows (a study's students.transfer; label UNLABELED, dataset index
+M + j): the banks hold M + N rows, one per labelled and per transfer image, and M in
+K/M and Z is that M + N. A transfer anchor's label is unknown, so it draws its negatives
+as "instance" does (uniform over every other row, labelled or not) whatever `negatives`
+says; labelled anchors under "opposite_class" keep drawing from the labelled images of
+the other class only (a transfer image's class is unknown). No label of a transfer image
+is read.
+
 How this differs from CRD's code (RepDistiller):
   - Positive. CRD scores the anchor against the memory-bank row of the anchor's
     own index (column 0 of the bank lookup, detached, written by earlier steps),
@@ -57,7 +65,7 @@ from torch import Tensor, nn
 
 from trainables.errors import ConfigError
 from trainables.hparams import HParams
-from trainables.losses.base import DistillTerm, LossContext, Outputs
+from trainables.losses.base import UNLABELED, DistillTerm, LossContext, Outputs
 from trainables.losses.registry import register_loss
 
 RUNNING_Z_MOMENTUM = 0.9
@@ -140,7 +148,7 @@ class CKD(DistillTerm):
 
     def __init__(self, hp: HParams, student_dim: int, teacher_dim: int, ctx: LossContext):
         super().__init__(hp, student_dim, teacher_dim, ctx)
-        self.num_data = ctx.num_data
+        self.num_data = ctx.num_indexed  # M (+ N transfer images): the banks' rows
         self.embed_t = nn.Linear(teacher_dim, self.opt.embed_dim)  # g^T
         self.embed_s = nn.Linear(student_dim, self.opt.embed_dim)  # g^S
         self.student_bank = MemoryBank(self.num_data, self.opt.embed_dim)
@@ -170,14 +178,17 @@ class CKD(DistillTerm):
     def sample_negatives(self, labels: Tensor, index: Tensor) -> Tensor:
         """(B, K) dataset indices of negatives, drawn on `index`'s device: without replacement
         when enough exist, else with. "instance": uniform over every index but the anchor's;
-        "opposite_class": uniform over the indices whose label differs from the anchor's."""
+        "opposite_class": uniform over the indices whose label differs from the anchor's (an
+        UNLABELED anchor, of the transfer set, draws as "instance" does)."""
         k = self.opt.k
         if self.opt.negatives == "instance":
-            others = self.num_data - 1  # any index but the anchor's own
-            j = _draw(others, index.shape[0], k, index.device)  # (B, K) in [0, M-1)
-            return j + (j >= index.unsqueeze(1)).long()  # skip the anchor's index
+            return self._any_other(index)
         out = torch.empty(index.shape[0], k, dtype=torch.long, device=index.device)
         filled = 0
+        unknown = torch.nonzero(labels == UNLABELED).squeeze(1)
+        if unknown.numel():  # transfer rows: no label to draw against
+            out[unknown] = self._any_other(index[unknown])
+            filled += unknown.numel()
         for y, name in self._pool_names.items():
             rows = torch.nonzero(labels == y).squeeze(1)
             if rows.numel() == 0:
@@ -191,6 +202,11 @@ class CKD(DistillTerm):
                 f"training labels {sorted(self._pool_names)}"
             )
         return out
+
+    def _any_other(self, index: Tensor) -> Tensor:
+        """(B, K) indices drawn uniformly from every bank row but each anchor's own."""
+        j = _draw(self.num_data - 1, index.shape[0], self.opt.k, index.device)  # (B, K) in [0, M-1)
+        return j + (j >= index.unsqueeze(1)).long()  # skip the anchor's index
 
     def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
         with torch.autocast(device_type=student.features.device.type, enabled=False):

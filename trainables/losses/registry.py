@@ -41,6 +41,7 @@ def register_loss(name: str) -> Callable[[T], T]:
             raise TypeError(f"{cls.__name__}.needs_teachers must be {spec.needs_teachers} "
                             f"(method {name!r}{' is the baseline' if spec.baseline else ''})")
         cls.name, cls.options, cls.baseline = name, spec.options, spec.baseline
+        cls.unlabeled_rows = spec.unlabeled_rows
         LOSSES[name] = cls
         return cls
 

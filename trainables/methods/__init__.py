@@ -26,6 +26,9 @@ class MethodSpec:
     name: str
     options: type  # the method's own hyperparameters: a frozen dataclass with defaults
     baseline: bool = False  # the method without teachers that the others are compared against
+    # its distillation term takes rows without a label (label -1, dataset index >= M): the images of
+    # an unlabeled transfer set (a study's students.transfer) may be put beside the labelled batch
+    unlabeled_rows: bool = False
 
     @property
     def needs_teachers(self) -> bool:
@@ -40,14 +43,15 @@ class NoOptions:
     """A method without hyperparameters of its own."""
 
 
-def declare_method(name: str, *, options: type = NoOptions, baseline: bool = False) -> None:
+def declare_method(name: str, *, options: type = NoOptions, baseline: bool = False,
+                   unlabeled_rows: bool = False) -> None:
     if name in METHODS:
         raise ValueError(f"method {name!r} declared twice")
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"options of method {name!r} must be a dataclass, got {options!r}")
     if baseline and any(m.baseline for m in METHODS.values()):
         raise ValueError(f"a second baseline method {name!r}: there is one ({baseline_method()})")
-    METHODS[name] = MethodSpec(name, options, baseline)
+    METHODS[name] = MethodSpec(name, options, baseline, unlabeled_rows)
 
 
 def method_names() -> tuple[str, ...]:
@@ -68,6 +72,11 @@ def baseline_method() -> str:
 
 def needs_teachers(name: str) -> bool:
     return method_spec(name).needs_teachers
+
+
+def takes_unlabeled_rows(name: str) -> bool:
+    """Whether method `name`'s distillation term takes rows without labels (a transfer set)."""
+    return method_spec(name).unlabeled_rows
 
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):

@@ -27,4 +27,5 @@ class CKDOptions:
               positive=("tau", "k", "embed_dim"), unit=("momentum",))
 
 
-declare_method("ckd", options=CKDOptions)
+# unlabeled rows: a bank row each; they draw their negatives as "instance" does (losses/ckd.py)
+declare_method("ckd", options=CKDOptions, unlabeled_rows=True)

@@ -15,4 +15,4 @@ class KDOptions:
         check(self, where, positive=("kd_t",))
 
 
-declare_method("kd", options=KDOptions)
+declare_method("kd", options=KDOptions, unlabeled_rows=True)  # logits only: labels unused

@@ -16,4 +16,4 @@ class RKDOptions:
         check(self, where, non_negative=("rkd_distance_w", "rkd_angle_w"))
 
 
-declare_method("rkd", options=RKDOptions)
+declare_method("rkd", options=RKDOptions, unlabeled_rows=True)  # features only: labels unused
