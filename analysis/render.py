@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
-from analysis.tables import TableView
+from analysis.tables import TRANSFER_SEP, TableView
 from trainables.convergence import FIT_CE_TOL, LATE_GAIN_TOL
 
 METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER", "ap": "AP",
@@ -22,6 +22,21 @@ UNCONVERGED_NOTE = (f"{DDAGGER} still improving when training stopped (trainable
                     f"{LATE_GAIN_TOL}); this number measures how far the budget got, not what the method can learn: "
                     "give these cells more steps (students.hparams.min_steps, or min_steps: auto to find a budget "
                     "on validation).")
+SECTION = "§"
+
+
+def transfer_note(settings: Sequence[str]) -> str:
+    """The footnote of a table with cells distilled with an unlabeled transfer set."""
+    return (f"{SECTION} distilled with an unlabeled transfer set ({', '.join(settings)}) beside the labelled images "
+            "(its method reads method+transfer); the volume counts labelled images only: not the paper's setting, "
+            "and not pooled with the same method's runs without it.")
+
+
+def marks(cell) -> str:
+    """' †', ' ‡', ' §' after a cell's text, as its flags say (a dict or a row)."""
+    get = cell.get if isinstance(cell, Mapping) else (lambda k: getattr(cell, k, None))
+    return ((f" {DAGGER}" if get("untuned") else "") + (f" {DDAGGER}" if get("unconverged") else "")
+            + (f" {SECTION}" if get("transfer") else ""))
 
 
 def num(x: float, digits: int = 3, signed: bool = False) -> str:
@@ -65,15 +80,14 @@ def markdown_table(view: TableView) -> str:
     def fmt(cell: dict) -> str:
         text = cell_text(cell["mean"], cell["std"], cell["n"])
         text = f"**{text}**" if cell["best"] else text
-        text += f" {DAGGER}" if cell.get("untuned") else ""
-        text += f" {DDAGGER}" if cell.get("unconverged") else ""
+        text += marks(cell)
         note = _paper_note(cell["paper"], cell["diff"])
         return f"{text} · {note}" if note else text
 
     def missing(paper: float | None) -> str:
         return f"– · paper {num(paper)}" if paper is not None else "–"
 
-    header = ["volume", "pair", *(m.upper() for m in view.methods)]
+    header = ["volume", "pair", *(method_name(m) for m in view.methods)]
     rows = [[v, pair_text(p), *rest] for v, p, *rest in _grid(view, fmt, missing)]
     return md_rows(header, rows)
 
@@ -101,6 +115,7 @@ def latex_table(view: TableView, label: str) -> str:
         text = rf"\textbf{{{text}}}" if cell["best"] else text
         text += r"$^\dagger$" if cell.get("untuned") else ""
         text += r"$^\ddagger$" if cell.get("unconverged") else ""
+        text += r"$^\S$" if cell.get("transfer") else ""
         if not math.isnan(cell["paper"]):
             text += rf" [{num(cell['paper'])}, ${num(cell['diff'], signed=True)}$]"
         return text
@@ -109,24 +124,27 @@ def latex_table(view: TableView, label: str) -> str:
         return f"-- [{num(paper)}]" if paper is not None else "--"
 
     cols = "ll" + "c" * len(view.methods)
-    head = " & ".join(["volume", "pair", *(m.upper() for m in view.methods)]) + r" \\"
+    head = " & ".join(["volume", "pair", *(tex_escape(method_name(m)) for m in view.methods)]) + r" \\"
     body = [" & ".join([tex_escape(v), tex_escape(pair_text(p, arrow="->")).replace("->", r"$\to$"), *rest])
             + r" \\" for v, p, *rest in _grid(view, fmt, missing)]
     caption = (f"{tex_escape(view.title)}, test {METRIC_NAMES[view.metric]}: mean $\\pm$ std (seeds)"
                + (", [paper, difference]" if view.has_paper else "") + "; best in bold."
                + (r" $^\dagger$ the paper's fixed hyperparameters, not swept." if view.untuned else "")
                + (r" $^\ddagger$ still improving when training stopped: the budget's number, not the method's."
-                  if view.unconverged else ""))
+                  if view.unconverged else "")
+               + (rf" $^\S$ distilled with an unlabeled transfer set ({tex_escape(', '.join(view.transfer))}); the "
+                  "volume counts labelled images only." if view.transfer else ""))
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
                       rf"\label{{{label}}}", rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule",
                       *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
-def comparisons_markdown(comp: pd.DataFrame) -> str:
+def comparisons_markdown(comp: pd.DataFrame, names: Mapping[str, str] = METRIC_NAMES) -> str:
+    """One row per comparison; `names`: each metric's name in the table."""
     header = ["table", "volume", "pair", "metric", "a - b",
               "mean difference [95 % t interval] (pairs); Holm-adjusted p; P(A>B) [95 % bootstrap interval]",
               "95 % bootstrap interval", "p", "resolved"]
-    rows = [[r.block, r.volume, pair_text(r.pair), METRIC_NAMES[r.metric],
+    rows = [[r.block, r.volume, pair_text(r.pair), names[r.metric],
              f"{method_name(r.a)} - {method_name(r.b)}", r.text,
              f"[{num(r.boot_low, signed=True)}, {num(r.boot_high, signed=True)}]" if r.n >= 2 else "n/a",
              num(r.p), resolved_text(r)]
@@ -161,14 +179,20 @@ def metrics_markdown(cells: pd.DataFrame, block: str, metrics: Sequence[str]) ->
         by_metric = {r.metric: r for r in group.itertuples()}
         mark = f" {DAGGER}" if any(r.untuned for r in group.itertuples()) else ""
         mark += f" {DDAGGER}" if any(getattr(r, "unconverged", False) for r in group.itertuples()) else ""
-        rows.append([volume, pair_text(pair), method.upper() + mark,
+        mark += f" {SECTION}" if any(getattr(r, "transfer", "") for r in group.itertuples()) else ""
+        rows.append([volume, pair_text(pair), method_name(method) + mark,
                      *(cell_text(by_metric[m].mean, by_metric[m].std, by_metric[m].n) if m in by_metric else "–"
                        for m in present)])
     return md_rows(["volume", "pair", "method", *(METRIC_NAMES[m] for m in present)], rows)
 
 
 def method_name(label: str) -> str:
-    return pair_text(label) if "->" in label else label.upper()
+    """A comparison's side or a column: a pair ('a→b'), or a method upper case with its transfer
+    setting as given ('KD+train_unlabeled:2000')."""
+    if "->" in label:
+        return pair_text(label)
+    method, sep, transfer = label.partition(TRANSFER_SEP)
+    return method.upper() + sep + transfer
 
 
 def missing_markdown(missing: pd.DataFrame) -> str:

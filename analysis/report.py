@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from analysis import figures, render
+from analysis import cross, figures, render
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
 from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
@@ -41,6 +41,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
     registered: pd.DataFrame | None = None  # --register: one row per model version (analysis.registry)
+    cross_dataset: cross.CrossTables | None = None  # runs scored on evaluation datasets (None: no run was)
 
     def write_csv(self, frame: pd.DataFrame, name: str) -> None:
         path = self.out / name
@@ -61,7 +62,8 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     cells = build_cells(runs.runs, runs.parent.config_text if runs.parent else "")
     sources = sorted(s for s in set(runs.runs["source"]) if s)
     missing, not_run = missing_paper(cells, sources)
-    rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells))
+    rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells),
+                 cross_dataset=cross.cross_tables(runs.runs, runs.parent.config_text if runs.parent else ""))
     rep.out.mkdir(parents=True, exist_ok=True)
     if register:
         from analysis.registry import candidates, register as register_models
@@ -78,9 +80,14 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
         rep.write_csv(variance_table(cells), "variance.csv")
         rep.write_csv(missing, "paper_missing.csv")
         rep.write_csv(convergence(cells), "convergence.csv")
+        if rep.cross_dataset is not None:
+            rep.write_csv(cross.long_frame(rep.cross_dataset), "cross_dataset.csv")
+            rep.write_csv(cross.comparisons_frame(rep.cross_dataset), "cross_comparisons.csv")
     if "tex" in formats:
         tables = [render.latex_table(v, f"tab:{i}") for i, v in enumerate(rep.views, 1)]
         rep.write_text("% needs \\usepackage{booktabs}\n" + "\n\n".join(tables) + "\n", "tables.tex")
+        if rep.cross_dataset is not None:
+            rep.write_text(cross.latex(rep.cross_dataset), "cross_dataset.tex")
     if "png" in formats:
         _figures(rep, metric, "csv" in formats)
     for run_id in curves:
@@ -157,6 +164,8 @@ def markdown(rep: Report, metric: str) -> str:
             lines += [render.UNTUNED_NOTE, ""]
         if view.unconverged:
             lines += [render.UNCONVERGED_NOTE, ""]
+        if view.transfer:
+            lines += [render.transfer_note(view.transfer), ""]
     if rep.cells.empty:
         lines += ["No finished grid run with test metrics yet.", ""]
     lines += _evaluation_section(rep)
@@ -174,6 +183,7 @@ def markdown(rep: Report, metric: str) -> str:
               "Holm-adjusted p < 0.05 (and it has at least 2 pairs). The paper reports none.", ""]
     lines += [render.comparisons_markdown(rep.comparisons) if not rep.comparisons.empty
               else "No row has two methods side by side.", ""]
+    lines += cross.markdown(rep.cross_dataset) if rep.cross_dataset is not None else []
     lines += _variance_section(rep)
     lines += ["## Figures", ""]
     for caption, path in rep.figures.items():
@@ -194,7 +204,7 @@ def _variance_section(rep: Report) -> list[str]:
     var = variance_table(rep.cells)
     if var.empty:
         return []
-    rows = [[r.source, r.volume, render.pair_text(r.pair), r.method.upper(), str(r.n_draws), str(r.n_seeds),
+    rows = [[r.source, r.volume, render.pair_text(r.pair), render.method_name(r.method), str(r.n_draws), str(r.n_seeds),
              render.num(r.std), render.num(r.sd_draw), render.num(r.sd_seed), render.num(r.sd_residual),
              r.note or "–"] for r in var.itertuples()]
     header = ["source", "volume", "pair", "method", "draws", "seeds", "total std", "sd draw", "sd seed",
@@ -292,7 +302,7 @@ def _convergence_section(rep: Report) -> list[str]:
             return "yes" if r.still_improving else "no"
         return "not checked (runs recorded before this diagnostic)"
 
-    rows = [[r.source, render.pair_text(r.pair), r.method.upper(), r.volume, str(r.steps) or "–",
+    rows = [[r.source, render.pair_text(r.pair), render.method_name(r.method), r.volume, str(r.steps) or "–",
              render.num(r.train_ce), render.num(r.late_gain, signed=True), verdict(r)] for r in conv.itertuples()]
     lines = ["## Budgets and convergence", "",
              "A cell is still improving when its runs had not fitted their labelled training images (mean "

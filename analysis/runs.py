@@ -5,6 +5,13 @@ Tags keep their names (`stage`, `method`, `pair`, `volume`, `seed`, `source`, ..
 metrics keep theirs (`test_acc`, `val_auc`, ...; the last value of each), and params,
 which MLflow returns as strings, are cast and prefixed `p_` (`p_lr`, `p_k`, ...): the
 param `lr` and the per-epoch metric `lr` would otherwise collide.
+
+A student distilled with an unlabeled transfer set (param `transfer`) gets the method
+`<method>+<transfer>` (`analysis.tables.method_label`): a cell of its own everywhere. A grid
+arm's run (tag `arm`, students.arms) gets the source `<source> · <arm>`: a table block of its
+own, with its own VT, comparisons and marks. An
+evaluation dataset's scores are metrics `cross_<name>_<metric>`, its rows digest the tag
+`cross_<name>_rows` (a column of that name).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.store import CONFIG_ARTIFACT, downloaded, open_existing, search_all, tracking_uri  # noqa: F401  (tracking_uri: re-exported)
+from analysis.tables import method_label
 from trainables.errors import UserError
 from trainables.record import TAG_NAMES, RunTags
 
@@ -76,6 +84,14 @@ def cast_param(value: str) -> Any:
     return value
 
 
+ARM_SEPARATOR = " · "
+
+
+def arm_source(source: str, arm: str) -> str:
+    """The table block of a grid arm's runs: its source and arm, e.g. "synthetic · fm"."""
+    return f"{source}{ARM_SEPARATOR}{arm}"
+
+
 def run_record(run) -> dict[str, Any]:
     """One trial run as a row: its tags read through the trial record's schema
     (`trainables.record`: typed seed, volume, K), params cast and prefixed `p_`, metrics."""
@@ -89,6 +105,10 @@ def run_record(run) -> dict[str, Any]:
     row["parent_run_id"] = tags.get("mlflow.parentRunId", "")
     row.update({f"p_{k}": cast_param(v) for k, v in run.data.params.items()})
     row.update(run.data.metrics)
+    row.update({k: v for k, v in tags.items() if k.startswith("cross_") and k.endswith("_rows")})
+    row["method"] = method_label(row["method"], row.get("p_transfer"))
+    if planned.arm:  # a grid arm (students.arms) is a table block of its own: "<source> · <arm>"
+        row["source"] = arm_source(row["source"], planned.arm)
     row["arch"] = row.get("p_arch") or ""
     row["image_size"] = row.get("p_image_size")
     if row["k"] is None and isinstance(row.get("p_k"), int):  # a CKD run outside the K ablation

@@ -14,11 +14,17 @@ A cell's runs carry their (draw, seed): the draw picks the training subset, the 
 initial weights (legacy studies: draw = seed). `comparisons` pairs two cells on (draw,
 seed) and Holm-adjusts the p-values over every comparison of the study on one metric; a
 difference is *resolved* when its Holm-adjusted p-value is below 0.05 (`analysis.stats`).
+
+A student distilled with an unlabeled transfer set (param `transfer`, e.g.
+"train_unlabeled:2000") is a cell of its own: its method reads `kd+train_unlabeled:2000`
+(`method_label`, given by `analysis.runs`), so runs of different transfer settings never pool,
+and the tables mark it (`mark_transfer`, §); its volume counts the labelled images only.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Collection, Mapping
 
 import pandas as pd
 import yaml
@@ -33,6 +39,9 @@ from trainables.model_names import ALIASES
 # short name -> MLflow metric: ACC as the paper reports it, the others beside it, frame and video level
 METRICS = {m: f"test_{m}" for m in ("acc", "bacc", "auc", "eer", "ap", "video_acc", "video_bacc", "video_auc",
                                     "video_eer", "video_ap")}
+# a cell's metric -> (the runs frame's column, the column of the digest of the rows it was scored on)
+TEST_METRICS = {m: (column, "test_rows") for m, column in METRICS.items()}
+TRANSFER_SEP = "+"  # method + transfer setting: no method name holds it (registry names are words)
 VIEW_METRICS = ("acc", "auc")  # laid out as the paper's tables; every metric is in cells.csv
 COMPARED_METRICS = ("acc", "auc")  # paired comparisons
 LOWER_IS_BETTER = {"eer", "video_eer"}
@@ -69,6 +78,17 @@ def timm_name(model: str) -> str:
     return ALIASES.get(model, model)
 
 
+def method_label(method: str, transfer) -> str:
+    """A cell's method: `method`, or `method+<transfer>` for a student distilled with an unlabeled
+    transfer set (`transfer`: the run's param, e.g. "train_unlabeled:2000"; None or "": none)."""
+    return f"{method}{TRANSFER_SEP}{transfer}" if transfer not in (None, "") and not pd.isna(transfer) else method
+
+
+def transfer_of(label: str) -> str:
+    """The transfer setting of a `method_label` ("" when none)."""
+    return label.partition(TRANSFER_SEP)[2]
+
+
 def baselines(runs: pd.DataFrame) -> list[str]:
     """Methods whose student runs have no teacher (VT): their cell is shared by every pair of a
     student, and every other method is compared against them."""
@@ -91,7 +111,8 @@ def method_order(runs: pd.DataFrame, config_text: str = "") -> list[str]:
     by_first_run = runs.sort_values("start_time", kind="stable") if "start_time" in runs else runs
     present = [m for m in dict.fromkeys(by_first_run["method"]) if m]  # the order trials were planned in
     base = baselines(runs)
-    rest = [m for m in listed if m in present and m not in base]
+    # a method's transfer cells (`kd+train_unlabeled:2000`) right after the method
+    rest = [x for m in listed for x in present if x.partition(TRANSFER_SEP)[0] == m and x not in base]
     return base + rest + [m for m in present if m not in base and m not in rest]
 
 
@@ -102,10 +123,10 @@ def _finished(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
 
 
 def _cell(table: str, block: str, source: str, volume: str, pair: str, method: str,
-          sel: pd.DataFrame, paper: dict) -> list[dict]:
+          sel: pd.DataFrame, paper: dict, metrics: Mapping[str, tuple[str, str]] = TEST_METRICS) -> list[dict]:
     ds = dataset_of(source)
     out = []
-    for metric, column in METRICS.items():
+    for metric, (column, rows_column) in metrics.items():
         if column not in sel:
             continue
         ok = sel[sel[column].notna()]
@@ -127,7 +148,8 @@ def _cell(table: str, block: str, source: str, volume: str, pair: str, method: s
             "draws": tuple(int(d) for d in (ok["draw"] if "draw" in ok else ok["seed"])),
             "values": tuple(float(v) for v in ok[column]),
             "run_ids": tuple(ok["run_id"]),
-            "test_rows": tuple(ok["test_rows"]) if "test_rows" in ok else ("",) * len(ok),
+            # the digest of the rows the metric was scored on (its own test split, or an evaluation set's)
+            "test_rows": tuple(ok[rows_column]) if rows_column in ok else ("",) * len(ok),
             "hparams_from": "+".join(origins),
         })
     return out
@@ -141,22 +163,27 @@ def _select(grid: pd.DataFrame, volume: str, pair: str, method: str, base: list[
 
 
 def _block(table: str, block: str, source: str, grid: pd.DataFrame, teachers: pd.DataFrame,
-           pairs: list[str], methods: list[str], base: list[str], paper: dict, full: bool) -> list[dict]:
+           pairs: list[str], methods: list[str], base: list[str], paper: dict, full: bool,
+           metrics: Mapping[str, tuple[str, str]] = TEST_METRICS) -> list[dict]:
     rows: list[dict] = []
     for pair in pairs:
         if full and base:  # the teacher of the student's architecture, in the baseline's column
             arch = timm_name(student_of(pair))
-            rows += _cell(table, block, source, "full", pair, base[0], teachers[teachers["arch"] == arch], paper)
+            rows += _cell(table, block, source, "full", pair, base[0], teachers[teachers["arch"] == arch], paper,
+                          metrics)
         for volume in sorted(set(grid["volume"]), key=volume_key):
             for method in methods:
                 rows += _cell(table, block, source, volume, pair, method,
-                              _select(grid, volume, pair, method, base), paper)
+                              _select(grid, volume, pair, method, base), paper, metrics)
     return rows
 
 
-def build_cells(runs: pd.DataFrame, config_text: str = "") -> pd.DataFrame:
+def build_cells(runs: pd.DataFrame, config_text: str = "",
+                metrics: Mapping[str, tuple[str, str]] = TEST_METRICS) -> pd.DataFrame:
     """Long frame: one row per (block, volume, pair, method, metric) the study has values for;
-    methods in `method_order` (the study config's order, given its text)."""
+    methods in `method_order` (the study config's order, given its text). `metrics`: each cell
+    metric's runs-frame column and rows-digest column (the test split's by default; the
+    cross-dataset table passes its evaluation sets', `analysis.cross`)."""
     grid, teachers = _finished(runs, "grid"), _finished(runs, "teachers")
     paper = paper_lookup()
     order, base = method_order(grid, config_text), baselines(grid)
@@ -172,15 +199,16 @@ def build_cells(runs: pd.DataFrame, config_text: str = "") -> pd.DataFrame:
         single += [f"->{s}" for s in sorted(alone)]
         ds = dataset_of(source)
         table = "I-like" if ds is None else ("II" if ds[1] == "" else "I")
-        rows += _block(table, table_name(source), source, g, t, single, order, base, paper, full=True)
+        rows += _block(table, table_name(source), source, g, t, single, order, base, paper, full=True,
+                       metrics=metrics)
         if ensembles:
             students = {student_of(p) for p in ensembles}
             pairs3 = [p for p in pairs if student_of(p) in students and teachers_of(p)]
             methods3 = [m for m in order if m not in base and (g[g["pair"].isin(ensembles)]["method"] == m).any()]
             rows += _block("III", f"Table III: ensemble, {source}", source, g, t, pairs3, methods3, base, paper,
-                           full=False)
+                           full=False, metrics=metrics)
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
-    return mark_unconverged(mark_untuned(mark_best(cells)), pd.concat([grid, teachers]))
+    return mark_transfer(mark_unconverged(mark_untuned(mark_best(cells)), pd.concat([grid, teachers])))
 
 
 CELL_COLUMNS = ["table", "block", "source", "dataset", "subset", "volume", "pair", "teachers", "student",
@@ -249,6 +277,18 @@ def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def mark_transfer(cells: pd.DataFrame) -> pd.DataFrame:
+    """`transfer`: the unlabeled transfer set the cell's students were distilled with ("" none), read
+    from its method label; the tables mark such a cell (§). Added only when some cell has one: a
+    study without transfer sets keeps its cells (and cells.csv) as before."""
+    settings = cells["method"].map(transfer_of) if not cells.empty else pd.Series(dtype=object)
+    if not settings.astype(bool).any():
+        return cells
+    cells = cells.copy()
+    cells["transfer"] = settings
+    return cells
+
+
 def steps_text(values) -> int | str:
     """Optimiser steps of some runs: the number when all agree, 'min–max' when not, '' when unknown."""
     known = sorted({int(v) for v in values if v is not None and pd.notna(v)})
@@ -293,12 +333,12 @@ def convergence(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
+def comparisons(cells: pd.DataFrame, metrics: Collection[str] = COMPARED_METRICS) -> pd.DataFrame:
     """Every method of a row against every other (the later column minus the earlier: each
     distillation method against the baseline, VT, and against each other), and (Table III)
-    ensemble against single teacher; on the ACC and AUC cells."""
+    ensemble against single teacher; on the `metrics` cells (ACC and AUC)."""
     rows = []
-    cells = cells[cells["metric"].isin(COMPARED_METRICS)] if not cells.empty else cells
+    cells = cells[cells["metric"].isin(metrics)] if not cells.empty else cells
     for (table, block, metric, volume, pair), row in cells.groupby(
             ["table", "block", "metric", "volume", "pair"], sort=False):
         by_method = {r.method: r for r in row.itertuples()}
@@ -313,6 +353,21 @@ def comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             for b in singles.itertuples():
                 if b.method in by_method:
                     rows.append(_compare(by_method[b.method], b, pair, b.pair))
+    return _adjust(pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "left_out"]))
+
+
+def baseline_comparisons(cells: pd.DataFrame, metrics: Collection[str], base: Collection[str]) -> pd.DataFrame:
+    """Each method's cell (ensemble pairs too) minus the baseline cell (VT) of its student at the same
+    source and volume, on the `metrics` cells, paired as `comparisons` pairs; the p-values
+    Holm-adjusted over these comparisons alone, per metric."""
+    rows = []
+    cells = cells[cells["metric"].isin(metrics)] if not cells.empty else cells
+    first = cells.drop_duplicates(["source", "volume", "pair", "method", "metric"])  # Table III repeats cells
+    vt = first[first["method"].isin(base)].drop_duplicates(["source", "volume", "student", "method", "metric"])
+    for a in first[~first["method"].isin(base)].itertuples():
+        same = vt[(vt["source"] == a.source) & (vt["volume"] == a.volume) & (vt["student"] == a.student)
+                  & (vt["metric"] == a.metric)]
+        rows += [_compare(a, b, a.method, b.method) for b in same.itertuples()]
     return _adjust(pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "left_out"]))
 
 
@@ -397,6 +452,7 @@ class TableView:
     has_paper: bool = False
     untuned: bool = False  # some cell is on the paper's values among swept ones (dagger)
     unconverged: bool = False  # some cell's students were still improving when training stopped (‡)
+    transfer: tuple[str, ...] = ()  # the transfer settings of its cells distilled with one (§)
 
 
 def views(cells: pd.DataFrame) -> list[TableView]:
@@ -419,6 +475,7 @@ def views(cells: pd.DataFrame) -> list[TableView]:
             view.cells = {(r.volume, r.pair, r.method): r._asdict() for r in sub.itertuples()}
             view.untuned = bool(sub["untuned"].any())
             view.unconverged = bool(sub["unconverged"].any()) if "unconverged" in sub else False
+            view.transfer = transfer_settings(sub)
             ds = dataset_of(sub["source"].iloc[0])
             if metric == "acc" and ds is not None:
                 view.has_paper = True
@@ -429,3 +486,10 @@ def views(cells: pd.DataFrame) -> list[TableView]:
                             view.paper[(volume, pair, m)] = ref
             out.append(view)
     return out
+
+
+def transfer_settings(cells: pd.DataFrame) -> tuple[str, ...]:
+    """The transfer settings of `cells` distilled with one, in order ((): none)."""
+    if "transfer" not in cells:
+        return ()
+    return tuple(t for t in dict.fromkeys(cells["transfer"]) if t)
