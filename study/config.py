@@ -87,6 +87,18 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ArmConfig:
+    """One arm of `students.arms`: the grid runs every method, volume, draw and seed once per arm,
+    with the arm's hyperparameters over `students.hparams` and its own transfer set (or none)."""
+    name: str
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    transfer: TransferConfig | None = None
+
+
+ARM_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True)
 class StudentsConfig:
     pairs: tuple[Pair, ...]
     methods: tuple[str, ...]
@@ -99,6 +111,7 @@ class StudentsConfig:
     draws: tuple[int, ...] = ()
     auto_budget: bool = False  # hparams.min_steps: auto (the budget stage finds it per volume)
     transfer: TransferConfig | None = None  # students.transfer; None: labelled images only
+    arms: tuple[ArmConfig, ...] = ()  # students.arms: the grid once per arm; empty: one grid as configured
 
     def draw_seed_pairs(self) -> list[tuple[int, int]]:
         """(draw, seed) of every run of a grid cell."""
@@ -482,7 +495,7 @@ def _pairs(s: Reader, names: list[str]) -> tuple[Pair, ...]:
 
 
 def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
-    s.check_keys({"pairs", "methods", "volumes", "seeds", "draws", "hparams", "weights", "transfer"})
+    s.check_keys({"pairs", "methods", "volumes", "seeds", "draws", "hparams", "weights", "transfer", "arms"})
     pairs = _pairs(s, names)
     methods = tuple(s.get("methods", list))
     for i, mth in enumerate(methods):
@@ -508,7 +521,25 @@ def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
             k: v for k, v in s.mapping["hparams"].items() if k != "min_steps"}})
     return StudentsConfig(pairs, methods, s.ints("volumes", even=True), s.ints("seeds", [0]),
                           _hparams(hp_reader, "hparams", methods), student_weights, draws, auto,
-                          _transfer(s, methods))
+                          _transfer(s, methods), _arms(s, methods))
+
+
+def _arms(s: Reader, methods: tuple[str, ...]) -> tuple[ArmConfig, ...]:
+    """`students.arms`: named recipes the grid runs side by side (e.g. flips only against crops and
+    mixup, with and without a transfer set), each a mapping {name, hparams, transfer}."""
+    arms, names = [], set()
+    for i, entry in enumerate(s.get("arms", list, [])):
+        r = Reader(s.file, f"students.arms[{i}]", entry)
+        r.check_keys({"name", "hparams", "transfer"})
+        name = r.get("name", str)
+        if not ARM_NAME_RE.fullmatch(name) or name in names:
+            raise r.error(r.key("name"), name, "arm names are unique lower-case identifiers (letters, digits, '_')")
+        names.add(name)
+        arms.append(ArmConfig(name, _hparams(r, "hparams", methods), _transfer(r, methods)))
+    if arms and s.mapping.get("transfer") is not None:
+        raise s.error("students.transfer", s.mapping["transfer"], "with students.arms each arm names its own "
+                                                                   "transfer set: move it into the arms")
+    return tuple(arms)
 
 
 def _transfer(s: Reader, methods: tuple[str, ...]) -> TransferConfig | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from search_spaces import get_space, paper_values
-from study.config import STAGES as STUDY_STAGES, Pair, StudyConfig, stable_hash
+from study.config import STAGES as STUDY_STAGES, ArmConfig, Pair, StudyConfig, stable_hash
 from trainables.errors import UserError
 from trainables.hparams import HParams
 from trainables.methods import baseline_method, needs_teachers
@@ -96,13 +96,15 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
                  student: str, method: str, volume: int, seed: int, hparams: Mapping[str, Any],
                  teachers: TeacherMap, *, eval_splits=("val", "test"), max_eval_per_class=None,
                  tags: Mapping[str, Any] | None = None, forced: Mapping[str, Any] | None = None,
-                 draw: int | None = None, evaluate: tuple[CrossSet, ...] = ()) -> Cell:
+                 draw: int | None = None, evaluate: tuple[CrossSet, ...] = (), arm: ArmConfig | None = None) -> Cell:
     """One student trial. `draw` picks the subset's images (default: the seed, as before
-    students.draws existed); `seed` the initial weights and the training order."""
+    students.draws existed); `seed` the initial weights and the training order. `arm` (a grid
+    arm of students.arms) adds its hyperparameters over students.hparams and replaces
+    students.transfer with its own."""
     distils = needs_teachers(method)
     subset = seed if draw is None else draw
     refs = tuple(teachers[(source, name)] for name in pair.teachers) if distils and pair is not None else ()
-    t = cfg.students.transfer  # only a distillation term sees it: VT cells keep their identity
+    t = cfg.students.transfer if arm is None else arm.transfer  # only a distillation term sees it: VT cells keep their identity
     transfer = TransferSpec(t.source, t.size) if t is not None and distils else None
     spec = TrialSpec(
         role="student", arch=student, data=dict(data), image_size=cfg.image_size, volume=volume, subset_seed=subset,
@@ -113,13 +115,16 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
     # precedence: the paper's (or the sweep's) values < the user's students.hparams < what the
     # cell itself varies (an ablation's K, the method, the seed)
-    hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **(forced or {}), "method": method, "seed": seed}
+    own = HParams.subset(arm.hparams, method) if arm is not None else {}
+    hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **own, **(forced or {}), "method": method,
+          "seed": seed}
     label = pair.label if pair is not None else f"->{student}"
     run = seed if draw is None else f"d{draw}s{seed}"
+    run = run if arm is None else f"{arm.name}/{run}"
     run_tags = RunTags(stage=stage, source=source, method=method, student=student, seed=seed, volume=volume,
                        draw=subset, cell=f"{source}/{pair.label if pair else student}/{method}/{volume}/{run}",
                        teachers="+".join(pair.teachers) if (pair is not None and distils) else "", pair=label,
-                       **(tags or {}))
+                       arm=None if arm is None else arm.name, **(tags or {}))
     return Cell(stage, spec, hp, run_tags)
 
 
@@ -197,12 +202,15 @@ def grid_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams,
                     vt_students.add((source, pair.student))
                 for volume in cfg.students.volumes:
                     hp, origin = grid_hparams(cfg, chosen, method, volume)
-                    for draw, seed in cfg.students.draw_seed_pairs():
-                        cells.append(student_cell(cfg, "grid", source, data, pair, pair.student,
-                                                  method, volume, seed, hp, teachers,
-                                                  max_eval_per_class=cfg.grid.max_val_per_class,
-                                                  tags={"hparams_from": origin}, forced=budget_for(budgets, volume),
-                                                  draw=draw if explicit else None, evaluate=cross_sets(cfg)))
+                    for arm in cfg.students.arms or (None,):
+                        for draw, seed in cfg.students.draw_seed_pairs():
+                            cells.append(student_cell(cfg, "grid", source, data, pair, pair.student,
+                                                      method, volume, seed, hp, teachers,
+                                                      max_eval_per_class=cfg.grid.max_val_per_class,
+                                                      tags={"hparams_from": origin},
+                                                      forced=budget_for(budgets, volume),
+                                                      draw=draw if explicit else None, evaluate=cross_sets(cfg),
+                                                      arm=arm))
     return cells
 
 

@@ -139,9 +139,11 @@ def _check_transfer(cfg: StudyConfig, index) -> None:
     """Enough train images outside each subset's videos for students.transfer (train_unlabeled),
     for every volume a distilling student trains at and every seed that draws a subset (a
     DataError naming the numbers). The efficiency curve is VT's: it has no transfer set."""
-    t = cfg.students.transfer
-    if t is None or t.source != "train_unlabeled":
+    sets = [t for t in (cfg.students.transfer, *(a.transfer for a in cfg.students.arms))
+            if t is not None and t.source == "train_unlabeled"]
+    if not sets:
         return
+    t = max(sets, key=lambda t: t.size)  # the largest set: the others are drawn the same way, fewer
     volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.k_volumes) \
         | (set(cfg.budget.volumes) if cfg.students.auto_budget else set())
     seeds = set(cfg.students.draws or cfg.students.seeds) | {cfg.sweep.seed} | set(cfg.ablations.k_seeds) \

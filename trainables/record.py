@@ -34,6 +34,7 @@ class RunTags:
     budget: int | None = None  # the budget stage's trial: the min_steps it tries
     draw: int | None = None  # which images form the subset (students.draws); None: runs recorded before draws
                              # existed, whose subset was drawn with the seed (`draw_or_seed`)
+    arm: str | None = None  # the grid's arm (students.arms: a recipe of augmentations / transfer set); None: none
 
     @property
     def draw_or_seed(self) -> int:
@@ -70,6 +71,8 @@ class RunTags:
             raw = tags.get(f.name)
             if f.name == "volume":
                 values["volume"] = None if raw in (None, "", FULL) else integer(raw)
+            elif f.name == "arm":
+                values["arm"] = None if raw in (None, "") else str(raw)
             elif f.name in ("seed", "k", "draw", "budget"):
                 parsed = integer(raw) if raw is not None else None
                 values[f.name] = (parsed if parsed is not None else -1) if f.name == "seed" else parsed
