@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from analysis import cross, figures, render
+from analysis import cross, figures, render, sweep
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
 from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
@@ -42,6 +42,8 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
     registered: pd.DataFrame | None = None  # --register: one row per model version (analysis.registry)
     cross_dataset: cross.CrossTables | None = None  # runs scored on evaluation datasets (None: no run was)
+    sweep: list[sweep.SweepCell] = field(default_factory=list)  # per swept cell ([]: no sweep run)
+    sweep_figures: dict[tuple, list[tuple[str, str]]] = field(default_factory=dict)  # cell key -> (caption, file)
 
     def write_csv(self, frame: pd.DataFrame, name: str) -> None:
         path = self.out / name
@@ -88,8 +90,13 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
         rep.write_text("% needs \\usepackage{booktabs}\n" + "\n\n".join(tables) + "\n", "tables.tex")
         if rep.cross_dataset is not None:
             rep.write_text(cross.latex(rep.cross_dataset), "cross_dataset.tex")
+    rep.sweep = sweep.sweep_cells(runs.runs, runs.parent.config_text if runs.parent else "")
+    if rep.sweep and "csv" in formats:
+        rep.write_csv(sweep.trials_frame(rep.sweep), "sweep_trials.csv")
+        rep.write_csv(sweep.importance_frame(rep.sweep), "sweep_importance.csv")
     if "png" in formats:
         _figures(rep, metric, "csv" in formats)
+        _sweep_figures(rep)
     for run_id in curves:
         history = metric_history(uri, run_id)
         if history.empty:
@@ -122,6 +129,28 @@ def _figures(rep: Report, metric: str, csv: bool) -> None:
         _paper_figure(rep, path, f"Fig. 4: {label} against K (CKD), mean and 95 % interval over seeds")
         if csv:
             rep.write_csv(k, "fig4_k.csv")
+
+
+def _sweep_figures(rep: Report) -> None:
+    """Per swept cell with a varied hyperparameter: its slices, and its parallel coordinates when
+    two or more varied (PNG at 300 dpi, linked in the sweep's section, and PDF)."""
+    from analysis.sweep_figures import plot_parallel, plot_slices
+
+    for cell in rep.sweep:
+        if not cell.params or cell.trials.empty:
+            continue
+        made = [(plot_slices(cell, rep.out / f"sweep_slices_{cell.slug()}.png"),
+                 f"Sweep slices, {cell.title()}: {figures.metric_label(cell.metric)} against each varied "
+                 "hyperparameter; filled: complete, hollow: stopped by ASHA (its last value), star: the best, "
+                 "dashed: the paper's value (the `paper` space)")]
+        if len(cell.params) >= 2:
+            made.append((plot_parallel(cell, rep.out / f"sweep_parallel_{cell.slug()}.png"),
+                         f"Sweep parallel coordinates, {cell.title()}: one line per trial, coloured by "
+                         f"{figures.metric_label(cell.metric)}"))
+        for png, caption in made:
+            pdf = png.with_suffix(".pdf")
+            rep.files += [png, pdf]
+            rep.sweep_figures.setdefault(cell.key, []).append((f"{caption}; vector version {pdf.name}", png.name))
 
 
 def _paper_figure(rep: Report, png: Path, caption: str) -> None:
@@ -185,6 +214,7 @@ def markdown(rep: Report, metric: str) -> str:
               else "No row has two methods side by side.", ""]
     lines += cross.markdown(rep.cross_dataset) if rep.cross_dataset is not None else []
     lines += _variance_section(rep)
+    lines += sweep.markdown(rep.sweep, rep.sweep_figures)
     lines += ["## Figures", ""]
     for caption, path in rep.figures.items():
         lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]

@@ -4,15 +4,17 @@ It reads the study back from MLflow through `analysis/`, as `study report` does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from analysis import render
 from analysis.runs import load_study
 from analysis.tables import build_cells, comparisons, unconverged_warnings, views
 from analysis.teachers import teacher_table, weak_teachers
 from study.config import StudyConfig
-from study.runner import StudySummary
 from trainables.errors import UserError
+
+if TYPE_CHECKING:  # a type only: the summary (and its tests) need no Ray
+    from study.runner import StudySummary
 
 
 def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: Callable[[str], None]) -> None:
@@ -23,6 +25,10 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
             continue
         extra = f", {s.reused} reused" if s.reused else ""
         echo(f"  {s.name:<22} {s.trials:>3} trials, {s.errors} failed{extra}, {s.seconds:6.1f} s")
+    if any(s.name == "sweep" and (s.trials or s.reused) for s in summary.stages):
+        warning = sweep_warning(cfg.sweep.trials)
+        if warning:
+            echo(f"  warning: {warning}")
     for (method, volume), hp in sorted(summary.chosen.items()):
         echo(f"  best {method} at {volume} images (validation): "
              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hp.items())))
@@ -39,6 +45,26 @@ def print_summary(cfg: StudyConfig, summary: StudySummary, workdir: Path, echo: 
     echo("next:")
     echo(f"  mlflow ui --backend-store-uri {uri}      (or: study ui --workdir {workdir})")
     echo(f"  study report --workdir {workdir} --study {cfg.name} --out reports/")
+
+
+def tpe_startup_trials() -> int:
+    """The random start-up trials of the sweep's sampler: `study.runner` gives Ray's OptunaSearch no
+    sampler, so it makes `optuna.samplers.TPESampler(seed=...)`, with optuna's default."""
+    import inspect
+
+    import optuna
+
+    return int(inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default)
+
+
+def sweep_warning(trials: int) -> str:
+    """A line when `trials` per cell leave TPE little room beyond its random start-up ("" otherwise)."""
+    startup = tpe_startup_trials()
+    if trials >= 2 * startup:
+        return ""
+    return (f"the sweep ran {trials} trials per cell; Optuna's TPE sampler proposes its first {startup} at random "
+            f"and guides only after them: with fewer than {2 * startup} (2 x {startup}) it is close to a random "
+            "search (raise sweep.trials)")
 
 
 def _results(cfg: StudyConfig, echo: Callable[[str], None]) -> None:
@@ -69,8 +95,10 @@ def _results(cfg: StudyConfig, echo: Callable[[str], None]) -> None:
     echo("\npaired comparisons of test accuracy (the two runs of a pair share the training subset, initial "
          "weights and test rows): mean difference with its 95 % t interval; resolved means Holm-adjusted "
          f"p < 0.05 across {scope}:")
+    several = comp["block"].nunique() > 1  # several sources or grid arms: say which table each is from
     for r in comp.itertuples():
-        echo(f"  {render.pair_text(r.pair)} at {r.volume}: {render.method_name(r.a)} - {render.method_name(r.b)} "
+        where = f"{r.block.split(': ', 1)[-1]}, " if several else ""
+        echo(f"  {where}{render.pair_text(r.pair)} at {r.volume}: {render.method_name(r.a)} - {render.method_name(r.b)} "
              f"{r.text}: {render.resolved_text(r)}")
     resolved = int(comp["resolved"].sum())
     budget_bound = int((comp["resolved"] & comp["unconverged"]).sum())
