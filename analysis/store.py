@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -45,7 +45,67 @@ def workdir_of(uri: str) -> str | None:
     return None
 
 
+SNAPSHOTS = "snapshots"  # beside a SQLite store: copies taken at each stage's end (`snapshot_sqlite`)
+SNAPSHOTS_KEPT = 3
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def snapshots_of(db: Path) -> list[Path]:
+    """The SQLite store's snapshots, oldest first."""
+    folder = db.parent / SNAPSHOTS
+    return sorted(folder.glob(f"{db.stem}-*.db"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+
+
+def check_sqlite(db: Path) -> None:
+    """A UserError naming the file and its latest snapshot when SQLite finds the store damaged
+    (before MLflow opens it, which would end in a SQLAlchemy traceback)."""
+    import sqlite3
+
+    if not db.is_file():
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            found = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        found = str(exc)
+    if found != "ok":
+        snaps = snapshots_of(db)
+        fix = (f"roll back to its latest snapshot: cp {snaps[-1]} {db} (what was recorded after it is lost; "
+               "`study run --resume` reruns those trials)") if snaps else "no snapshot of it was kept"
+        raise UserError(f"the MLflow store {db} is damaged (SQLite: {str(found)[:200]}): {fix}")
+
+
+def snapshot_sqlite(uri: str, label: str, keep: int = SNAPSHOTS_KEPT) -> Path | None:
+    """A consistent copy of a SQLite store (SQLite's online backup: safe while it is written) in
+    `snapshots/` beside it, named by `label` and the time; the `keep` newest are kept. None for
+    other stores, or when the copy fails (a snapshot never stops a study)."""
+    import sqlite3
+    import time
+
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    folder = db.parent / SNAPSHOTS
+    dest = folder / f"{db.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{label}.db"
+    try:
+        folder.mkdir(exist_ok=True)
+        with closing(sqlite3.connect(str(db))) as src, closing(sqlite3.connect(str(dest))) as out:
+            src.backup(out)
+    except (OSError, sqlite3.Error):
+        dest.unlink(missing_ok=True)
+        return None
+    for old in snapshots_of(db)[:-keep]:
+        old.unlink(missing_ok=True)
+    return dest
+
+
 def check_reachable(client: MlflowClient, uri: str) -> None:
+    db = sqlite_path(uri)
+    if db is not None:
+        check_sqlite(db)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:
@@ -62,6 +122,7 @@ def open_existing(uri: str) -> MlflowClient:
         if not path.is_file():
             raise UserError(f"no MLflow store at {uri} ({path} does not exist): pass the --workdir "
                             "that `study run` used, or --tracking-uri")
+        check_sqlite(path)  # before MLflow opens it
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

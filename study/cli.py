@@ -44,7 +44,8 @@ def main() -> None:
 @click.option("--retrain-teachers", is_flag=True,
               help="Train the teachers anew instead of reusing finished ones (e.g. from older code).")
 @click.option("--quiet", is_flag=True, help="No progress lines (only each stage's start and the summary).")
-@click.option("--verbose", is_flag=True, help="Ray Tune's own trial tables beside the progress lines.")
+@click.option("--verbose", is_flag=True, help="Ray Tune's own trial tables, and Ray's, MLflow's and Optuna's log "
+                                               "lines (otherwise in <workdir>/logs/<study>.log), on the terminal.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value before validation: a dotted KEY into the YAML, a YAML VALUE "
                    "(e.g. --set students.seeds=[0,1,2] --set data.root=/data/ffpp). Repeatable; "
@@ -88,15 +89,23 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (only loopback by default).")
 @click.option("--port", default=5000, show_default=True)
 def ui(workdir: Path, tracking_uri, host: str, port: int) -> None:
-    """Open the MLflow UI on a study's tracking store."""
+    """Open the MLflow UI on a study's tracking store (which must exist: nothing is created)."""
     import os
 
-    from analysis.store import tracking_uri as resolve_uri
+    from analysis.store import open_existing, tracking_uri as resolve_uri
 
     uri = resolve_uri(workdir, tracking_uri)
-    argv = ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        client = open_existing(uri)  # a wrong --workdir is named, and no empty store is made
+        experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    except UserError as exc:
+        fail(exc)
+    # this interpreter's MLflow: the UI works without an activated virtualenv
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     click.echo(" ".join(argv))
-    os.execvp(argv[0], argv)  # an argument list, never a shell string
+    for e in experiments:  # MLflow 3 opens on its GenAI pages: the runs list of each study is here
+        click.echo(f"study {e.name}: http://{host}:{port}/#/experiments/{e.experiment_id}/runs")
+    os.execv(argv[0], argv)  # an argument list, never a shell string
 
 
 @main.group()

@@ -145,6 +145,7 @@ class SweepConfig:
     scheduler: str = "asha"  # asha | fifo
     grace_period: int = 2
     max_eval_per_class: int | None = None
+    storage: str | None = None  # sweep.storage: the Optuna RDB storage URL (None: optuna.db beside mlflow.db)
 
 
 GRID_HPARAMS = ("sweep", "paper", "from_run")
@@ -212,6 +213,7 @@ class StudyConfig:
     description: str = ""
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # used with students.hparams.min_steps: auto
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # cross-dataset test splits
+    optuna_storage: str = ""  # where the sweep's Optuna studies are kept (sweep.storage, or optuna.db beside mlflow.db)
     # teachers' full train split read from disk each epoch instead of held in memory:
     # True, False, or "auto" (when it would take more than trial.STREAM_ABOVE_BYTES decoded)
     stream: bool | str = "auto"
@@ -359,6 +361,12 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
     if tracking.startswith("sqlite:///") and "{workdir}" in tracking:
         tracking = "sqlite:///" + expand(tracking.removeprefix("sqlite:///"), workdir)
     decode_cache = _decode_cache(d, workdir, storage, name)
+    if sweep.storage:
+        optuna_storage = sweep.storage
+    elif tracking.startswith("sqlite:///"):
+        optuna_storage = f"sqlite:///{Path(tracking.removeprefix('sqlite:///')).parent / 'optuna.db'}"
+    else:
+        optuna_storage = f"sqlite:///{workdir / 'optuna.db'}"
     evaluate = _evaluate(top.sub("evaluate", {}), file, workdir, data)
     paired = {n for p in students.pairs for n in p.teachers}
     unused = [t.name for t in teachers if t.name not in paired]
@@ -370,6 +378,7 @@ def _parse_config(raw: Any, file: str, workdir: str | Path) -> StudyConfig:
         resources=resources, tracking_uri=tracking, storage_path=storage,
         max_failures=top.get("max_failures", int, 2), description=top.get("description", str, ""),
         stream=stream, eval_seed=eval_seed, decode_cache=decode_cache, budget=budget, evaluate=evaluate,
+        optuna_storage=optuna_storage,
         memory_budget=byte_count(d, "memory_budget", 512 * 1024**2), raw=raw)
 
 
@@ -568,7 +577,8 @@ def _transfer(s: Reader, methods: tuple[str, ...]) -> TransferConfig | None:
 
 
 def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:
-    w.check_keys({"spaces", "trials", "volumes", "seed", "metric", "scheduler", "grace_period", "max_eval_per_class"})
+    w.check_keys({"spaces", "trials", "volumes", "seed", "metric", "scheduler", "grace_period", "max_eval_per_class",
+                  "storage"})
     spaces = dict(w.get("spaces", dict, {}))
     for mth, space in spaces.items():
         if mth not in students.methods:
@@ -588,7 +598,11 @@ def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:
         spaces=spaces, trials=w.get("trials", int, 8, positive=True),
         volumes=w.ints("volumes", list(students.volumes[:1]), even=True), seed=w.get("seed", int, 0),
         metric=metric, scheduler=scheduler, grace_period=w.get("grace_period", int, 2, positive=True),
-        max_eval_per_class=w.get("max_eval_per_class", (int, type(None)), None))
+        max_eval_per_class=w.get("max_eval_per_class", (int, type(None)), None),
+        storage=w.get("storage", (str, type(None)), None))
+    if sweep.storage is not None and "://" not in sweep.storage:
+        raise w.error("sweep.storage", sweep.storage, "an SQLAlchemy URL for Optuna, e.g. sqlite:////abs/optuna.db "
+                                                      "or postgresql://user@host/db")
     if sweep.max_eval_per_class is not None and sweep.max_eval_per_class < 1:
         raise w.error("sweep.max_eval_per_class", sweep.max_eval_per_class, "must be >= 1 (or null: the whole split)")
     return sweep

@@ -58,21 +58,27 @@ def predict(workdir: Path, tracking_uri, model_ref: str, images, videos, out: Pa
     """Fake probabilities of images or videos from a trained detector (exit 1 if any input could not be scored)."""
     if (images is None) == (videos is None):
         raise click.UsageError("give exactly one of --images DIR and --videos DIR")
-    from analysis.store import open_existing, tracking_uri as resolve_uri
-    from trainables.data.extract import VIDEO_SUFFIXES
-    from trainables.predict import IMAGE_SUFFIXES, find_files, score_images, score_videos
-    from trainables.serving import fetch_model, model_ref_kind
+    from trainables.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, model_ref_kind
 
-    try:
-        uri = resolve_uri(workdir, tracking_uri)
-        if model_ref_kind(model_ref) != "folder":
-            export_if_needed(open_existing(uri), model_ref)  # a missing store is named (never created empty)
-        model = fetch_model(model_ref, uri)
+    try:  # what can be checked without torch, MLflow or the model: in a fraction of a second
+        kind = model_ref_kind(model_ref)
         folder = images if images is not None else videos
         files, other = find_files(folder, IMAGE_SUFFIXES if images is not None else VIDEO_SUFFIXES)
         if not files:
-            kind = "images" if images is not None else "videos"
-            raise UserError(f"no {kind} found under {folder} ({other} other file(s))")
+            what = "images" if images is not None else "videos"
+            suffixes = ", ".join(IMAGE_SUFFIXES if images is not None else VIDEO_SUFFIXES)
+            raise UserError(f"no {what} found under {folder} ({other} other file(s); {what} end in {suffixes})")
+    except UserError as exc:
+        fail(exc)
+    from analysis.store import open_existing, tracking_uri as resolve_uri
+    from trainables.predict import score_images, score_videos
+    from trainables.serving import fetch_model
+
+    try:
+        uri = resolve_uri(workdir, tracking_uri)
+        if kind != "folder":
+            export_if_needed(open_existing(uri), model_ref)  # a missing store is named (never created empty)
+        model = fetch_model(model_ref, uri)
         out.parent.mkdir(parents=True, exist_ok=True)
         if images is not None:
             table = score_images(model, files)

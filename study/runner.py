@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.store import snapshot_sqlite
 from search_spaces import space_keys
 from study.config import Resources, StudyConfig, check_same_config, recorded_text
 from study.config_reader import set_options
@@ -32,6 +33,8 @@ from study.per_cell import PerCellScheduler, PerCellSearch
 from study.plan import (
     STAGES, Budgets, Cell, ablation_cells, budget_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
+from study.lease import StudyLease
+from study.quiet import library_logs, log_path
 from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
 from study.tuner import ProgressCallback, make_tuner, ray_tables, restored_tuner
@@ -175,7 +178,9 @@ def ray_session(address: str | None, verbose: int = 1):
     """Start a local Ray (or join `address`) and stop what we started, also on errors."""
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": verbose > 0, "include_dashboard": False}
+        # workers' output and Ray's own console logging only with --verbose (study.quiet)
+        kwargs: dict[str, Any] = {"log_to_driver": verbose >= 2, "include_dashboard": False,
+                                  "configure_logging": verbose >= 2}
         if address:
             kwargs["address"] = address
         try:
@@ -191,6 +196,47 @@ def ray_session(address: str | None, verbose: int = 1):
     finally:
         if started:
             ray.shutdown()
+
+
+def open_optuna_storage(url: str):
+    """The Optuna RDB storage of the study's sweeps; a UserError naming it when it cannot be opened."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:
+        raise UserError(f"the sweep's Optuna storage {url} cannot be opened ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}): fix sweep.storage") from None
+
+
+def check_optuna_storage(url: str) -> None:
+    """A server storage (postgresql://, mysql://…) must answer before anything runs; a SQLite file
+    is made when the sweep starts (its folder must exist or be creatable). Nothing is written."""
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise UserError(f"the sweep's Optuna storage {url}: {probe} is not writable: fix sweep.storage")
+        return
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url).connect():
+            pass
+    except Exception as exc:
+        raise UserError(f"the sweep's Optuna storage {url} cannot be reached ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}): start it or fix sweep.storage") from None
+
+
+def optuna_study_names(study: str, cells: list[Cell]) -> list[str]:
+    """`<study>/<method>/<volume>` per swept cell (with its source and pair when the study has
+    several): the names `optuna.load_study` and `optuna-dashboard` show."""
+    short = [f"{study}/{c.tags.method}/{c.tags.volume}" for c in cells]
+    if len(set(short)) == len(short):
+        return short
+    return [f"{study}/{c.tags.source}/{c.tags.pair}/{c.tags.method}/{c.tags.volume}" for c in cells]
 
 
 def trial_resources(res: Resources) -> dict[str, float]:
@@ -213,10 +259,14 @@ class StudyRunner:
         self.summary = StudySummary()
         self._parent: str | None = None
         self.code = code_version()
+        # one driver per study (study.lease): in the study's storage, or the workdir when that is remote
+        lease_dir = Path(opts.workdir) / "leases" / cfg.name if "://" in self.storage else Path(self.storage)
+        self.lease = StudyLease(lease_dir, cfg.name, f"study status --workdir {opts.workdir} --study {cfg.name}")
 
     # --- the whole study -------------------------------------------------------
     def check(self) -> None:
-        """Everything that can fail before a single write: reachability, clashes, data."""
+        """Everything that can fail before a single write: another driver, reachability, clashes, data."""
+        self.lease.check_free()  # a live driver on this study: exit 2 at once, naming it
         if self.opts.address:
             check_address(self.opts.address)
         self.tracking.check_reachable()
@@ -235,6 +285,8 @@ class StudyRunner:
         if parent is not None and self.opts.resume:
             self._check_same_config(parent)
         preflight(self.cfg)
+        if self.cfg.sweep.spaces and self.opts.stage in (None, "sweep"):
+            check_optuna_storage(self.cfg.optuna_storage)
 
     def _check_same_config(self, parent) -> None:
         """--resume continues the study as it was started: the effective config (file and --set
@@ -252,7 +304,22 @@ class StudyRunner:
         check_same_config(self.cfg, recorded, parent.data.tags.get("config_hash"), parent.info.run_id)
 
     def run(self) -> StudySummary:
+        """Every stage asked for; the libraries' own log lines go to a file unless --verbose."""
+        path = log_path(self.opts.workdir, self.cfg.name)
+        with library_logs(path, enabled=self.opts.verbose < 2):
+            if self.opts.verbose == 1:
+                self.echo(f"Ray's, MLflow's and Optuna's log lines: {path} (--verbose shows them here)")
+            return self._run()
+
+    def _run(self) -> StudySummary:
         self.check()
+        self.lease.acquire(resume=self.opts.resume or self.opts.stage is not None)
+        if self.lease.note:
+            self.echo(f"note: {self.lease.note}")
+        with self.lease:
+            return self._stages()
+
+    def _stages(self) -> StudySummary:
         stages = [self.opts.stage] if self.opts.stage else list(STAGES)
         config_text = recorded_text(self.cfg)  # the effective config: the file with its --set overrides
         with ray_session(self.opts.address, self.opts.verbose):
@@ -288,6 +355,11 @@ class StudyRunner:
                 self.tracking.end_parent(self._parent, status)
         return self.summary
 
+    def _snapshot(self, stage: str) -> None:
+        """A consistent copy of a SQLite store at a stage's end (analysis.store.snapshot_sqlite):
+        what `study status` and the README's roll-back point at when the store is damaged."""
+        snapshot_sqlite(self.cfg.tracking_uri, stage)
+
     # --- stages ----------------------------------------------------------------
     def teachers(self, train: bool) -> dict[tuple[str, str], TeacherRef]:
         out = given_teachers(self.cfg)
@@ -315,6 +387,7 @@ class StudyRunner:
                     raise UserError(f"teacher {cell.tags.cell} did not finish (see its FAILED run in MLflow)")
                 out[(cell.tags.source, cell.tags.teacher_name)] = ref
         self.summary.stages.append(stage)
+        self._snapshot(stage.name)
         return out
 
     def _finished_teacher(self, cell: Cell, warn: bool = False) -> TeacherRef | None:
@@ -384,6 +457,7 @@ class StudyRunner:
         self.summary.budgets, self.summary.budget_choices = budgets, choices
         if stage.trials:
             self.summary.stages.append(stage)
+            self._snapshot(stage.name)
         return budgets
 
     def _budget_scores(self) -> dict[tuple[str, int, int], list[float]]:
@@ -398,16 +472,21 @@ class StudyRunner:
     def sweep(self, teachers, budgets: Budgets | None = None) -> None:
         """Every swept (method, volume) in one Tuner (`study.per_cell`): each cell keeps its own
         Optuna searcher (seeded `sweep.seed`) and ASHA ladder and gets `sweep.trials` trials, and
-        the cells share the stage's workers instead of starting new ones per cell."""
+        the cells share the stage's workers instead of starting new ones per cell. Each searcher's
+        Optuna study is kept in the study's Optuna storage (`optuna_study_names`), in step with
+        Ray's searcher state: a resumed sweep continues the same studies."""
         sw = self.cfg.sweep
         self._refuse_per_cell_sweep()
         cells = sweep_cells(self.cfg, teachers, budgets)
         total = len(cells) * sw.trials
         record_planned(self.tracking.client, self._parent, "sweep", total)
+        storage = open_optuna_storage(self.cfg.optuna_storage)
+        names = optuna_study_names(self.cfg.name, [c for c, _ in cells])
         searchers, schedulers = [], {}
-        for cell, space in cells:
+        for (cell, space), study_name in zip(cells, names):
             epochs = HParams.from_dict(cell.hparams).epochs
-            searchers.append((cell.config(), OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed)))
+            searchers.append((cell.config(), OptunaSearch(space=space, metric=sw.metric, mode="max", seed=sw.seed,
+                                                          study_name=study_name, storage=storage)))
             schedulers[cell.tags.cell] = (
                 ASHAScheduler(metric=sw.metric, mode="max", max_t=epochs,
                               grace_period=min(sw.grace_period, epochs), reduction_factor=2)
@@ -417,6 +496,7 @@ class StudyRunner:
                   search_alg=PerCellSearch(searchers, sw.trials, sw.metric, "max"),
                   scheduler=PerCellScheduler(schedulers))
         self.summary.stages.append(stage)
+        self._snapshot(stage.name)
 
     def _refuse_per_cell_sweep(self) -> None:
         """A study whose sweep an older version ran as one Tuner per cell (`sweep-<method>-v<volume>`
@@ -458,6 +538,7 @@ class StudyRunner:
         self._fit(name, {"cell": tune.grid_search([c.config() for c in cells])}, stage, len(cells),
                   log_models=log_models)
         self.summary.stages.append(stage)
+        self._snapshot(stage.name)
 
     # --- one Tuner ---------------------------------------------------------------
     def _fit(self, name: str, param_space: dict, stage: StageSummary, expected: int, *,

@@ -32,10 +32,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.store import CONFIG_ARTIFACT, artifact_root, check_reachable, downloaded, search_all
+from analysis.store import (
+    CONFIG_ARTIFACT, artifact_root, check_reachable, check_sqlite, downloaded, search_all, sqlite_path,
+)
 from trainables.errors import UserError
 from trainables.hparams import total_steps
-from trainables.record import RESULT_TAGS
+from trainables.record import RESULT_TAGS, RunTags
 from trainables.tune import MODEL_FILE, MODEL_META_FILE, split_config
 
 METRIC_RE = re.compile(r"^(epoch|lr|train_[a-z0-9_]+|val_[a-z0-9_]+|test_[a-z0-9_]+|cross_[a-z0-9_]+|sys_peak_rss_mb"
@@ -132,6 +134,9 @@ class Tracking:
         return self._client
 
     def check_reachable(self) -> None:
+        db = sqlite_path(self.uri)
+        if db is not None:
+            check_sqlite(db)  # a damaged store is named before MLflow opens it
         check_reachable(self.client, self.uri)
 
     def existing_experiment(self) -> str | None:
@@ -429,8 +434,7 @@ class MLflowTrialCallback(tune.Callback):
         _spec, _hp, run_tags = split_config(config)
         tags = {**run_tags.to_mlflow(), "study": self.study, "kind": "trial", "trial_id": trial_id,
                 "mlflow.parentRunId": self.parent_run_id, "code_version": self.code_version}
-        name = f"{run_tags.stage}:{run_tags.cell or trial_id}"
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        return self.client.create_run(self.experiment_id, run_name=run_name(run_tags, trial_id), tags=tags).info.run_id
 
     def _log_inputs(self, run_id: str, config: dict) -> None:
         """Params and trial.yaml: the same values each time, so writing them twice is harmless."""
@@ -467,6 +471,29 @@ class MLflowTrialCallback(tune.Callback):
             (Path(d) / "error.txt").write_text(message)
             self.client.log_artifact(run_id, str(Path(d) / "error.txt"))
         self.client.set_terminated(run_id, "FAILED")
+
+
+def run_name(tags: RunTags, trial_id: str = "") -> str:
+    """A trial run's name, what varies first (the UI cuts long names at its column's width):
+    `ckd · 100 img · seed 3 · <pair> · <source>`, `ablation k=16 · seed 1 · …`, `sweep ckd ·
+    trial 2 · …`, `teacher resnet · <source>`. Unique within a study: it names every part of
+    the run's cell (and a sweep trial's number within its search)."""
+    sep = " · "
+    seed = f"seed {tags.seed}" if tags.draw is None or tags.draw == tags.seed else f"draw {tags.draw} seed {tags.seed}"
+    where = [p for p in (tags.pair, tags.source) if p]
+    method = tags.method + (f" [{tags.arm}]" if tags.arm else "")
+    if tags.stage == "teachers":
+        return sep.join([f"teacher {tags.teacher_name or tags.student}", tags.source])
+    if tags.stage == "sweep":
+        number = trial_id.rsplit("_", 1)[-1].lstrip("0") or "0" if "_" in trial_id else trial_id
+        return sep.join([f"sweep {method}", f"trial {number}", f"{tags.volume_label} img", *where])
+    if tags.stage == "budget":
+        return sep.join([f"budget {method}", f"{tags.budget} steps", f"{tags.volume_label} img", seed, *where])
+    if tags.stage == "ablations" and tags.ablation == "k":
+        return sep.join([f"ablation k={tags.k}", seed, f"{tags.volume_label} img", *where])
+    if tags.stage == "ablations":
+        return sep.join([f"ablation {tags.volume_label} img", method, seed, *where])
+    return sep.join([method, f"{tags.volume_label} img", seed, *where])
 
 
 def _last_line(message: str) -> str:

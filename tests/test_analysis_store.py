@@ -222,3 +222,56 @@ def test_unknown_empty_and_ambiguous_studies_are_clear_errors(store, tmp_path):
 
 def test_runs_frame_of_nothing_is_empty():
     assert runs_frame([]).empty
+
+
+def _sqlite_db(path, rows=2000):
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(str(path))) as conn:
+        conn.execute("create table runs (id integer primary key, name text)")
+        conn.executemany("insert into runs (name) values (?)", [(f"run {i} " + "x" * 200,) for i in range(rows)])
+        conn.commit()
+    return path
+
+
+def _damage(path):
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 4096):  # every page after the first: its header scribbled over
+        data[offset:offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def test_snapshots_of_a_sqlite_store_are_consistent_and_the_newest_kept(tmp_path, monkeypatch):
+    import sqlite3
+    import time as _time
+    from contextlib import closing
+
+    from analysis.store import snapshot_sqlite, snapshots_of
+
+    db = _sqlite_db(tmp_path / "mlflow.db")
+    made = []
+    for i in range(5):
+        monkeypatch.setattr(_time, "strftime", lambda fmt, i=i: f"2026120{i}-000000")
+        made.append(snapshot_sqlite(f"sqlite:///{db}", f"stage{i}", keep=3))
+    kept = snapshots_of(db)
+    assert [p.name for p in kept] == [p.name for p in made[2:]]
+    with closing(sqlite3.connect(str(kept[-1]))) as conn:
+        assert conn.execute("select count(*) from runs").fetchone()[0] == 2000
+    assert snapshot_sqlite("http://127.0.0.1:5000", "grid") is None  # only SQLite stores
+
+
+def test_a_damaged_store_is_exit_2_naming_the_file_and_its_latest_snapshot(tmp_path):
+    from click.testing import CliRunner
+
+    from analysis.store import snapshot_sqlite
+    from study.cli import main
+
+    db = _sqlite_db(tmp_path / "mlflow.db")
+    snap = snapshot_sqlite(f"sqlite:///{db}", "grid")
+    _damage(db)
+    for argv in (["status", "--workdir", str(tmp_path)], ["report", "--workdir", str(tmp_path), "--out",
+                                                            str(tmp_path / "r")]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, result.output
+        assert f"the MLflow store {db} is damaged" in result.output and f"cp {snap} {db}" in result.output

@@ -106,3 +106,33 @@ def test_a_config_error_costs_a_few_interpreter_starts(tmp_path):
     assert ratio < MAX_RATIO, (
         f"`study run <bad config>` took {error:.2f} s, {ratio:.0f}x `python -c pass` ({python:.3f} s): "
         f"something on the config path imports a heavy package again (python -X importtime shows which)")
+
+
+@pytest.mark.parametrize("case", ["bad-reference", "empty-folder"])
+def test_predict_refuses_a_bad_reference_or_an_empty_folder_before_importing_anything_heavy(case, tmp_path):
+    """`study predict` names a malformed --model or a folder without images without importing
+    torch, MLflow or the model: exit 2, as fast as a config error."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    if case == "bad-reference":
+        (folder / "face.png").write_bytes(b"")
+    ref = "nosuch" if case == "bad-reference" else "0" * 32
+    rc, heavy, stderr = imported_after(["predict", "--model", ref, "--images", str(folder),
+                                        "--out", str(tmp_path / "p.csv"), "--workdir", str(tmp_path / "w")])
+    assert rc == 2 and heavy == [], (rc, heavy, stderr)
+    assert ("give a run id" if case == "bad-reference" else "no images found") in stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_a_predict_refusal_costs_a_few_interpreter_starts(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    python, refusal = best_times([
+        [sys.executable, "-c", "pass"],
+        [sys.executable, "-m", "study.cli", "predict", "--model", "nosuch", "--images", str(folder),
+         "--out", str(tmp_path / "p.csv")],
+    ])
+    ratio = refusal / python
+    print(f"python -c pass {python:.3f} s; study predict <bad model> {refusal:.3f} s; ratio {ratio:.1f}")
+    assert ratio < MAX_RATIO, f"`study predict --model nosuch` took {refusal:.2f} s, {ratio:.0f}x `python -c pass`"

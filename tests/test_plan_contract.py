@@ -54,11 +54,29 @@ def test_every_shipped_config_plans_every_stage_into_trial_specs(path, tmp_path)
             assert spec.volume == tags.volume and spec.subset_seed == tags.draw_or_seed
             assert bool(spec.teachers) == needs_teachers(hp.method)  # teachers exactly where distilled
         assert RunTags.from_mlflow(tags.to_mlflow()) == tags  # MLflow's strings read back the same
+        written = tags.to_mlflow()  # only the tags that apply to the run
+        assert ("teacher_name" in written) == (tags.stage == "teachers")
+        assert ("ablation" in written) == bool(tags.ablation) and ("space" in written) == (tags.stage == "sweep")
+        assert "teachers" in written and all(v != "" for k, v in written.items() if k != "teachers")
     expected = {"teachers"} if teacher_cells(cfg) else set()
     expected |= {"sweep"} if cfg.sweep.spaces else set()
     expected |= {"grid"} if cfg.grid.enabled else set()
     expected |= {"ablations"} if (cfg.ablations.k_values or cfg.ablations.efficiency_volumes) else set()
     assert stages == expected
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_run_names_are_unique_within_a_study_and_lead_with_what_varies(path, tmp_path):
+    from study.tracking import run_name
+
+    cfg = shipped_config(path, tmp_path)
+    names = []
+    for _config, cell in plan_everything(cfg):
+        trials = cfg.sweep.trials if cell.stage == "sweep" else 1  # a search's trials share its cell
+        names += [run_name(cell.tags, f"5e1f2_{i:05d}") for i in range(trials)]
+    assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1][:3]
+    first = {n.split(" · ")[0] for n in names}
+    assert all(f.split()[0] in {"teacher", "sweep", "budget", "ablation", *cfg.students.methods} for f in first)
 
 
 def test_config_hash_counts_what_is_trained_not_how(tmp_path):

@@ -40,10 +40,27 @@ def test_reused_teacher_checkpoint_is_verified_by_sha256(tmp_path):
 
 
 def test_ui_binds_loopback_and_passes_an_argument_list(monkeypatch, tmp_path):
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    exp = MlflowClient(uri).create_experiment("demo")
     calls = []
-    monkeypatch.setattr("os.execvp", lambda prog, argv: calls.append((prog, argv)))
+    monkeypatch.setattr("os.execv", lambda prog, argv: calls.append((prog, argv)))
     result = CliRunner().invoke(main, ["ui", "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     prog, argv = calls[0]
-    assert prog == "mlflow" and argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    # this interpreter's MLflow (no `mlflow` on PATH needed), bound to loopback
+    assert prog == sys.executable and argv[:3] == [sys.executable, "-m", "mlflow"]
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--backend-store-uri") + 1] == uri
+    assert f"study demo: http://127.0.0.1:5000/#/experiments/{exp}/runs" in result.output
+
+
+def test_ui_on_a_workdir_without_a_store_exits_2_creating_nothing(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("os.execv", lambda prog, argv: calls.append((prog, argv)))
+    result = CliRunner().invoke(main, ["ui", "--workdir", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no MLflow store" in result.output, result.output
+    assert not calls and not (tmp_path / "nope").exists()

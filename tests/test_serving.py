@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -310,8 +311,8 @@ def study(tmp_path_factory, synthetic_root):
         "resources": {"cpu": 1},
     }))
     work = tmp / "w"
-    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # default verbosity
     try:
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -321,7 +322,7 @@ def study(tmp_path_factory, synthetic_root):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(STUDY).experiment_id
     runs = [r for r in client.search_runs([exp], "tags.kind = 'trial'")]
-    return {"work": work, "uri": uri, "client": client, "exp": exp, "runs": runs, "tmp": tmp,
+    return {"work": work, "uri": uri, "client": client, "exp": exp, "runs": runs, "tmp": tmp, "out": out,
             "test": eval_frame(TrialSpec(role="student", arch="test_resnet", data={
                 "kind": "synthetic", "root": str(synthetic_root), "num_images": 480, "size": 32, "seed": 0}),
                 dataset_index({"kind": "synthetic", "root": str(synthetic_root), "num_images": 480, "size": 32,
@@ -515,3 +516,20 @@ def test_teacher_and_grid_runs_are_scored_on_the_evaluation_dataset(study):
             assert 0 <= m[f"cross_other_{key}"] <= 1, key
         assert params["evaluate"] == "other" and params["video_rule"] == "max" and params["frames_per_video"] == "2"
         assert len(run.data.tags["cross_other_rows"]) >= 16
+
+
+LIBRARY_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ ,T][\d:,.]+\s+(INFO|WARNING|DEBUG)|^\[[IWD] \d{4}-|pid=\d+\)|\x1b\[")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_terminal_shows_progress_not_the_libraries_log_lines(study):
+    """Without --verbose no Ray, MLflow or Optuna log line (nor a worker's output) reaches the
+    terminal; they are in the study's log file, named once at the start."""
+    out = study["out"]
+    noisy = [line for line in out.splitlines() if LIBRARY_LINE.search(line)]
+    assert not noisy, noisy[:5]
+    log = study["work"] / "logs" / f"{STUDY}.log"
+    assert out.count(str(log)) == 1 and "[teachers] starting" in out and "test accuracy" in out
+    text = log.read_text()
+    assert "Started a local Ray instance" in text or "ray" in text  # Ray's lines went here

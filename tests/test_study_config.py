@@ -275,3 +275,19 @@ def test_a_trials_memory_request_reaches_rays_scheduler(tmp_path):
     assert bundle["memory"] == 3 * 2**30 and bundle["CPU"] == 2
     unset = trial_resources(parse_config(tiny(tmp_path / "d"), "cfg.yaml", tmp_path).resources)
     assert "memory" not in unset
+
+
+def test_the_sweeps_optuna_storage_defaults_beside_mlflow_db_and_is_checked(tmp_path, synthetic_root):
+    cfg = parse_config(tiny(tmp_path / "d"), "c.yaml", tmp_path)
+    assert cfg.optuna_storage == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    raw = tiny(tmp_path / "d")
+    raw["sweep"]["storage"] = "optuna.db"
+    with pytest.raises(ConfigError, match=r"sweep.storage='optuna.db': an SQLAlchemy URL"):
+        parse_config(raw, "c.yaml", tmp_path)
+    raw = tiny(synthetic_root)
+    raw["sweep"]["storage"] = "postgresql://nobody@127.0.0.1:1/optuna"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["run", str(path), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 2 and "postgresql://nobody@127.0.0.1:1/optuna cannot be reached" in result.output
+    assert not (tmp_path / "w" / "ray").exists()

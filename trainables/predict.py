@@ -13,7 +13,6 @@ video without a face each become a row with a `reason` and no probability.
 """
 from __future__ import annotations
 
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -26,9 +25,9 @@ import torch
 from trainables.data.images import decode
 from trainables.device import eval_batch_size
 from trainables.errors import DataError, UserError
+from trainables.inputs import IMAGE_SUFFIXES, find_files  # noqa: F401  (re-exported)
 from trainables.serving import LoadedModel
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 DEFAULT_MARGIN = 1.3  # `study data extract`'s default, for a model whose data record none
 BATCH = 64  # images a forward pass at 64 px; fewer at larger sizes (device.eval_batch_size)
 THRESHOLD = 0.5  # as ACC is computed (trainables/metrics.py)
@@ -36,22 +35,6 @@ PROGRESS_FROM = {"image": 2000, "video": 20}  # a progress bar from this many in
 IMAGE_COLUMNS = ["path", "fake_prob", "predicted", "reason"]
 VIDEO_COLUMNS = ["path", "fake_prob", "predicted", "frames_scored", "frames_sampled", "reason"]
 FRAME_COLUMNS = ["path", "frame", "fake_prob", "reason"]
-
-
-def find_files(root: Path, suffixes: Sequence[str]) -> tuple[list[Path], int]:
-    """(files under `root` with one of `suffixes`, any case, sorted; how many others were passed over).
-    Hidden files and folders are skipped."""
-    found, other = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            if Path(f).suffix.lower() in suffixes:
-                found.append(Path(dirpath) / f)
-            else:
-                other += 1
-    return sorted(found), other
 
 
 def progress(total: int, unit: str, show: bool | None = None):

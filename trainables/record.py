@@ -49,12 +49,15 @@ class RunTags:
         return replace(self, config_hash=config_hash)
 
     def to_mlflow(self) -> dict[str, str]:
+        """MLflow's strings; a tag that does not apply to the run (None, or "" for an optional
+        text tag: a grid run's `ablation`, a student's `teacher_name`) is not written. `teachers`
+        is always written: a VT run's "" says it distils from none."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "volume":
                 out["volume"] = self.volume_label
-            elif value is not None:  # "" is written: a VT run's `teachers` is empty, not missing
+            elif value is not None and (value != "" or f.name in ALWAYS_WRITTEN):
                 out[f.name] = str(value)
         return out
 
@@ -81,6 +84,7 @@ class RunTags:
         return cls(**values)
 
 
+ALWAYS_WRITTEN = ("teachers", "cell", "source", "method", "student", "stage")  # even when ""
 # What the tracking callback adds to every trial run (strings), beside RunTags.
 RECORD_TAGS = (
     "study", "kind", "trial_id", "code_version",  # whose run, which trial, which code

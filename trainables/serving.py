@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from trainables.device import IMAGENET_MEAN, IMAGENET_STD
 from trainables.errors import UserError
+from trainables.inputs import model_ref_kind  # noqa: F401  (re-exported: fetch_model's check)
 from trainables.models import Detector
 
 MODEL_DIR = "mlflow_model"  # the MLflow model folder in a trial's final checkpoint
@@ -327,26 +328,9 @@ def trial_datasets(spec, source: str) -> list[dict[str, str]]:
     return out
 
 
-def model_ref_kind(model: str) -> str:
-    """"folder", "run" (a run id) or "uri" (runs:/…, models:/…); a UserError for anything else."""
-    import re
-
-    if Path(model).is_dir():
-        return "folder"
-    if re.fullmatch(r"[0-9a-f]{32}", model):
-        return "run"
-    if model.startswith(("runs:/", "models:/")):
-        return "uri"
-    raise UserError(f"--model {model!r}: give a run id, runs:/<run id>/model, models:/<name>/<version> "
-                    "or a local MLflow model folder")
-
-
 def fetch_model(model: str, tracking_uri: str) -> LoadedModel:
     """`model`: a run id (its logged model `model`), `runs:/<id>/<path>`, `models:/<name>/<version>`
     (or `models:/<name>@<alias>`, `models:/<model id>`), or a local MLflow model folder."""
-    import tempfile
-
-    import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
     kind = model_ref_kind(model)
@@ -366,10 +350,26 @@ def fetch_model(model: str, tracking_uri: str) -> LoadedModel:
             raise UserError(f"--model {model}: run {run.info.run_name!r} has no MLflow model (only teacher and "
                             "grid runs of studies run by this version have one; older runs keep model/model.pt only)")
         uri = f"models:/{max(mine, key=lambda m: m.creation_timestamp).model_id}"
-    # models:/ URIs are resolved through MLflow's *global* tracking URI whatever is passed here (a
-    # TODO in MLflow's registry store): point it at this store while downloading
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # no download bars on a user's terminal
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "false"
+    try:
+        return _download_and_load(model, uri, tracking_uri)
+    finally:
+        if before is None:
+            os.environ.pop(quiet, None)
+        else:
+            os.environ[quiet] = before
+
+
+def _download_and_load(model: str, uri: str, tracking_uri: str) -> LoadedModel:
+    import tempfile
+
+    import mlflow.artifacts
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    # models:/ URIs are resolved through MLflow's *global* tracking URI whatever is passed here (a
+    # TODO in MLflow's registry store): point it at this store while downloading
     with tempfile.TemporaryDirectory() as tmp, _use_tracking_uri(tracking_uri):
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,

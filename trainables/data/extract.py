@@ -34,8 +34,8 @@ import numpy as np
 
 from trainables.data.faces import CASCADE, FaceDetector, crop_square
 from trainables.errors import UserError
+from trainables.inputs import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SUMMARY = "extract_summary.json"
 PARTIAL = ".partial"
 MIN_SIZE = 16

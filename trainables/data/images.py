@@ -64,7 +64,7 @@ def decode(path: str, size: int) -> np.ndarray:
         size_note = " (empty file)" if os.path.isfile(path) and os.path.getsize(path) == 0 else ""
         raise DataError(
             f"image file {path}{size_note} cannot be decoded ({exc.__class__.__name__}: {exc}): "
-            f"replace or remove it and re-index"
+            f"replace or remove it"
         ) from None
 
 

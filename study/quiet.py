@@ -1,0 +1,66 @@
+"""A quiet terminal: Ray's, MLflow's and Optuna's own log lines go to a file, not the console.
+
+Without `--verbose`, `study run` shows its progress lines, this project's warnings and the
+summary; the libraries' INFO and WARNING lines (Ray's start-up and token notes, Tune's "Wrote
+the latest version of all result files", MLflow's database set-up, Optuna's "A new study
+created") are appended to `<workdir>/logs/<study>.log`, created when the first of them
+arrives (a run that fails before any library speaks writes nothing). Worker processes' output
+reaches the terminal only with `--verbose` (Ray's `log_to_driver`, set in the runner); a
+trial's error is in its MLflow run either way.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "filelock", "urllib3")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_path(workdir: str | Path, study: str) -> Path:
+    return Path(workdir) / "logs" / f"{study}.log"
+
+
+class _LazyFile(logging.FileHandler):
+    """A file handler that makes its folder and file on the first record (`delay`)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, delay=True, encoding="utf-8")
+        self.path = path
+
+    def _open(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+@contextmanager
+def library_logs(path: Path, enabled: bool = True) -> Iterator[Path | None]:
+    """While inside: every record of LIBRARY_LOGGERS (INFO and above) goes to `path` only.
+    `enabled=False` (--verbose) leaves the loggers as they are."""
+    if not enabled:
+        yield None
+        return
+    try:  # Optuna adds its console handler on first use: let it do so now, to be replaced below
+        import optuna
+
+        optuna.logging.get_logger("optuna")
+    except ImportError:  # pragma: no cover (a dependency)
+        pass
+    handler = _LazyFile(path)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        handler.close()
