@@ -17,10 +17,38 @@ from typing import Iterator
 
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "filelock", "urllib3")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_ACTIVE: list[logging.Handler] = []  # the file handler of the library_logs context in force, if any
 
 
 def log_path(workdir: str | Path, study: str) -> Path:
     return Path(workdir) / "logs" / f"{study}.log"
+
+
+def _library(name: str) -> bool:
+    return any(name == lib or name.startswith(lib + ".") for lib in LIBRARY_LOGGERS)
+
+
+class _LastResort(logging.Handler):
+    """Python's last resort (records of a logger without handlers, e.g. Ray's while `ray.init`
+    has cleared them): a library's to the file, anyone else's as before (to stderr)."""
+
+    def __init__(self, file: logging.Handler, before: logging.Handler | None):
+        super().__init__(logging.NOTSET)
+        self.file, self.before = file, before
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _library(record.name):
+            self.file.handle(record)
+        elif self.before is not None and record.levelno >= self.before.level:
+            self.before.handle(record)
+
+
+def reattach() -> None:
+    """Put the active file handler back on the libraries' loggers (`ray.init` clears Ray's)."""
+    for handler in _ACTIVE[-1:]:
+        for name in LIBRARY_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = [handler], False
 
 
 class _LazyFile(logging.FileHandler):
@@ -51,6 +79,9 @@ def library_logs(path: Path, enabled: bool = True) -> Iterator[Path | None]:
     handler = _LazyFile(path)
     handler.setFormatter(logging.Formatter(FORMAT))
     saved = []
+    last_resort = logging.lastResort
+    logging.lastResort = _LastResort(handler, last_resort)
+    _ACTIVE.append(handler)
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
@@ -60,6 +91,8 @@ def library_logs(path: Path, enabled: bool = True) -> Iterator[Path | None]:
     try:
         yield path
     finally:
+        _ACTIVE.remove(handler)
+        logging.lastResort = last_resort
         for logger, handlers, propagate, level in saved:
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)

@@ -34,7 +34,7 @@ from study.plan import (
     STAGES, Budgets, Cell, ablation_cells, budget_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
 from study.lease import StudyLease
-from study.quiet import library_logs, log_path
+from study.quiet import library_logs, log_path, reattach
 from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
 from study.tuner import ProgressCallback, make_tuner, ray_tables, restored_tuner
@@ -185,6 +185,7 @@ def ray_session(address: str | None, verbose: int = 1):
             kwargs["address"] = address
         try:
             ray.init(**kwargs)
+            reattach()  # ray.init clears its loggers' handlers: the libraries' lines go to the log file again
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(
                 f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0][:300]}. "

@@ -31,3 +31,22 @@ def test_verbose_leaves_the_loggers_alone(tmp_path):
     with library_logs(path, enabled=False) as where:
         logging.getLogger("ray").warning("shown as Ray shows it")
     assert where is None and not path.exists()
+
+
+def test_a_library_logger_without_handlers_still_writes_to_the_file(tmp_path, capsys):
+    """`ray.init` clears the `ray` logger's handlers: its records reach Python's last resort,
+    which sends a library's to the file and anyone else's to stderr as before; `reattach` puts
+    the file handler back."""
+    from study.quiet import reattach
+
+    path = log_path(tmp_path, "demo")
+    with library_logs(path):
+        logging.getLogger("ray").handlers = []  # as ray.init leaves it
+        logging.getLogger("ray._private.worker").info("Started a local Ray instance.")
+        logging.getLogger("study.x").warning("a project warning")
+        reattach()
+        assert logging.getLogger("ray").handlers and not logging.getLogger("ray").propagate
+        logging.getLogger("ray.tune").info("after reattach")
+    text = path.read_text()
+    assert "Started a local Ray instance." in text and "after reattach" in text
+    assert "a project warning" not in text  # this project's own: on the console as before
