@@ -15,7 +15,9 @@
    seeds), --concurrent at a time, each asking Ray for 1 CPU and --memory-per-trial bytes;
    every trial scores the whole val and test splits, mapped from the study's decoded-image
    cache (`trainables/data/decoded.py`; with --no-cache, decoded into each trial's own memory, as
-   before the cache existed). Ray's memory monitor is on (its default).
+   before the cache existed), and, unless --no-evaluate, an evaluation dataset (`evaluate`) whose
+   test split is the largest scale's, at every scale: its scoring must not raise the peak either.
+   Ray's memory monitor is on (its default).
 3. From the trials' own records: peak RSS of each trial process, and its data-preparation
    seconds (index, subset, mapped val and test): the first trial (which decodes the splits
    for the node) against the later ones (started after the cache was complete; each still
@@ -51,7 +53,7 @@ from trainables.hparams import HParams
 from trainables.losses import baseline_method
 from trainables.models import create_model
 from trainables.record import RunTags
-from trainables.trial import TrialSpec, dataset_index, eval_frame
+from trainables.trial import CrossSet, TrialSpec, dataset_index, eval_frame
 
 METHOD = "Deepfakes"
 
@@ -92,13 +94,17 @@ def write_splits(root: Path, scale: int, train: list, val_pool: list, test_pool:
     return folder
 
 
-def trial_configs(root: Path, split_dir: Path, args) -> list[dict]:
+def trial_configs(root: Path, split_dir: Path, args, cross_dir: Path | None = None) -> list[dict]:
+    """The scale's VT trials; with `cross_dir`, each also scores an evaluation dataset: the same
+    tree with the largest scale's split lists (`evaluate`, metrics cross_big_*)."""
     data = {"kind": "ffpp", "root": str(root), "methods": [METHOD], "split_dir": str(split_dir)}
+    cross = () if cross_dir is None else (CrossSet("big", {**data, "split_dir": str(cross_dir)}),)
     hp = HParams(method=baseline_method(), epochs=1, batch_size=16, min_steps=2, seed=0)
     cells = []
     for seed in range(args.trials):
         spec = TrialSpec(role="student", arch="test_resnet", data=data, image_size=args.size, volume=args.volume,
                          subset_seed=seed, decode_dir=None if args.no_cache else str(args.work / "decoded"),
+                         evaluate=cross,
                          device="cpu")
         tags = RunTags(stage="grid", source=METHOD, method=hp.method, student=spec.arch, seed=seed,
                        volume=args.volume, cell=f"{METHOD}/test_resnet/vt/{args.volume}/{seed}")
@@ -120,7 +126,7 @@ def run_scale(scale: int, cells: list[dict], args) -> list[dict]:
     out = []
     for r in results:
         out.append({"error": repr(r.error) if r.error else "", **{k: v for k, v in (r.metrics or {}).items()
-                                                                   if k.startswith(("sys_", "test_n"))}})
+                                                                   if k.startswith(("sys_", "test_n", "cross_big_n"))}})
     return out
 
 
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-cache", action="store_true",
                     help="for comparison: each trial decodes its splits into its own memory (no decoded-image cache)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, under 2 minutes")
+    ap.add_argument("--no-evaluate", action="store_true",
+                    help="trials score their own splits only (no evaluation dataset of the largest scale's size)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.base_frames, args.size, args.frames_per_video, args.volume, args.repeats = 16, 64, 4, 8, 1
@@ -219,10 +227,11 @@ def run(args) -> None:
               f"({disk_gb(root):.2f} GB of PNG)", flush=True)
     ray.init(num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False)
     peak, killed, fractions, split_dirs = {}, 0, {}, {}
+    cross_dir = None if args.no_evaluate else write_splits(root, top, *pools, per_split)
     try:
         for scale in sorted(args.scales):
             split_dirs[scale] = write_splits(root, scale, *pools, per_split)
-            records = run_scale(scale, trial_configs(root, split_dirs[scale], args), args)
+            records = run_scale(scale, trial_configs(root, split_dirs[scale], args, cross_dir), args)
             failed = [r["error"] for r in records if r["error"]]
             killed += sum("OutOfMemory" in e or "memory" in e.lower() for e in failed)
             if len(failed) == len(records):
@@ -231,7 +240,8 @@ def run(args) -> None:
             peak[scale] = max(r["sys_peak_rss_mb"] for r in ok)
             first, later = prep_split(records)
             fractions[scale] = [s / first for s in later]
-            print(f"scale {scale}x: {int(ok[0]['test_n'])} test + val frames each; {len(ok)}/{len(records)} trials "
+            cross = f" + {int(ok[0]['cross_big_n'])} evaluation-dataset frames" if cross_dir else ""
+            print(f"scale {scale}x: {int(ok[0]['test_n'])} test + val frames each{cross}; {len(ok)}/{len(records)} trials "
                   f"finished, {len(failed)} failed; peak RSS per trial {[round(r['sys_peak_rss_mb']) for r in ok]} MiB; "
                   f"data preparation: first {first:.1f} s, later {[round(s, 2) for s in later]} s", flush=True)
     finally:

@@ -128,3 +128,9 @@ def test_paper_scale_smoke():
     result = run_script("paper_scale", "--smoke", timeout=300)
     check(result, ["rss_growth_4x", "later_prep_fraction", "eval_ratio", "cache_gb", "trials_killed"])
     assert result["cache_gb"] > 0 and result["trials_killed"] == 0
+
+
+def test_scoring_cost_smoke():
+    result = run_script("scoring_cost", "--smoke", "--threads", "1")
+    check(result, ["test_resnet_s_per_1000"])
+    assert result["test_resnet_s_per_1000"] > 0
