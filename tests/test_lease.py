@@ -75,20 +75,20 @@ def test_the_heartbeat_is_rewritten_while_held(tmp_path):
     lease.release()
 
 
-def _race(folder, barrier, results):
-    barrier.wait()
+def _race(folder, start, tried, results):
+    start.wait()
     try:
         StudyLease(folder, "s").acquire(resume=True)
         results.put("held")
-        time.sleep(1.0)  # still holding while the other tries
     except LeaseHeld:
         results.put("refused")
+    tried.wait(timeout=60)  # the holder lives (and holds) until both have tried, however slow the machine
 
 
 def test_of_two_drivers_started_together_exactly_one_holds_the_lease(tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(tmp_path, barrier, results)) for _ in range(2)]
+    start, tried, results = ctx.Barrier(2), ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(tmp_path, start, tried, results)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:

@@ -317,36 +317,3 @@ def test_min_steps_auto_finds_each_volumes_budget_on_validation_and_the_grid_use
         assert int(run["params.steps"]) == budget  # 3 epochs of budget / 3 steps (each volume is one batch)
         assert run["metrics.val_late_gain"] == run["metrics.val_late_gain"]  # logged (not nan)
 
-
-def test_one_driver_per_study_and_a_killed_drivers_study_is_resumed(tmp_path, synthetic_root):
-    """A second driver on a live study (even with --resume) exits 2 in seconds naming the first;
-    after the first is killed with SIGKILL, --resume takes its lease over and finishes the study."""
-    from studies import kill_tree
-
-    work = tmp_path / "w"
-    cfg = grid_only(tmp_path, synthetic_root, "lease", epochs=6, seeds=(0, 1, 2))
-    first = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lease = work / "ray" / "lease" / "driver.lease"
-    try:
-        deadline = time.time() + 300
-        while not (work / "ray" / "lease" / "grid").exists() and time.time() < deadline:
-            assert first.poll() is None, first.communicate()
-            time.sleep(0.2)
-        assert lease.is_file()
-        t0 = time.time()
-        second = study("run", str(cfg), "--workdir", str(work), "--resume")
-        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-        assert f"pid {first.pid}" in second.stderr and "study status --workdir" in second.stderr
-        assert time.time() - t0 < 60  # refused at once, not after the other driver's stage
-        assert first.poll() is None  # the first driver goes on
-    finally:
-        kill_tree(first.pid)  # SIGKILL: no chance to release its lease
-    first.communicate()
-    assert lease.is_file()
-    resumed = study("run", str(cfg), "--workdir", str(work), "--resume")
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert "took over the lease of a driver that is gone" in resumed.stdout
-    assert not lease.exists()  # released at the end
-    final = children(runs(work, "lease"))
-    assert len(final) == 3 and set(final["status"]) == {"FINISHED"}
