@@ -2,8 +2,8 @@
 
 Ray Tune and MLflow have no lock for a study: two `study run` drivers on one study would train
 the same trials into the same checkpoint folders and the same parent run. The first driver
-creates `<storage>/<study>/driver.lease` (exclusive create: of two drivers started together
-one wins) holding its host, pid, start time and a heartbeat it rewrites every `BEAT_S`
+creates `<storage>/<study>/driver.lease` (written whole, then linked to its name: of two
+drivers started together one wins, and none ever reads a half-written lease) holding its host, pid, start time and a heartbeat it rewrites every `BEAT_S`
 seconds. Another driver finds a live lease and exits 2 naming its holder. A lease is stale
 when its heartbeat is older than the timeout (`TIMEOUT_ENV`, default `TIMEOUT_S`), or when
 its holder ran on this host and its process is gone (a driver killed with SIGKILL): `--resume`
@@ -98,7 +98,7 @@ class StudyLease:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create()
             except FileExistsError:
                 lease = self.read()
                 if lease is None:
@@ -117,10 +117,25 @@ class StudyLease:
                              f"{lease.get('host')}, last heartbeat {self.clock() - float(lease.get('heartbeat', 0)):.0f} "
                              "s ago)")
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self._record(started=self.clock())))
             return
         raise LeaseHeld(f"study {self.study!r}: another driver took its lease at the same time ({self.path})")
+
+    def _create(self) -> None:
+        """Create the lease file with its content at once (FileExistsError when it exists): written
+        to a file of our own, then hard-linked to the lease's name, so that another driver never
+        reads a lease half written (which would look stale, and be taken over)."""
+        tmp = self.path.with_name(f"{FILE}.{self.token}.new")
+        tmp.write_text(json.dumps(self._record(started=self.clock())))
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(tmp.read_text())
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _record(self, started: float) -> dict:
         return {"study": self.study, "host": socket.gethostname(), "pid": os.getpid(), "started": started,
