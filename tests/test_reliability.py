@@ -36,12 +36,6 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, syn
                 if (runs["status"] == "FINISHED").sum() >= 1 and (runs["status"] == "RUNNING").sum() >= 1:
                     break
             time.sleep(0.5)
-        # one driver per study (study.lease): a second one, even with --resume, is refused at once
-        t0 = time.time()
-        second = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
-        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-        assert f"pid {proc.pid}" in second.stderr and "study status --workdir" in second.stderr
-        assert time.time() - t0 < 60 and proc.poll() is None  # refused in seconds; the first goes on
     finally:
         kill_tree(proc.pid)  # the driver first, then the local Ray it started (by process id)
         proc.wait(timeout=30)
@@ -50,12 +44,8 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, syn
     assert "RUNNING" in set(before["status"]), log.read_text()[-3000:]  # a killed driver cannot close its runs
     assert "FINISHED" in set(before["status"]), log.read_text()[-3000:]  # so "not re-run" below checks something
 
-    lease = work / "ray" / "killed" / "driver.lease"
-    assert lease.is_file()  # a SIGKILLed driver cannot release it
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert "took over the lease of a driver that is gone" in resumed.stdout  # its pid is gone on this host
-    assert not lease.exists()  # released at the end
     after = trial_runs(work, "killed")
     assert len(after) == 4 and after["tags.trial_id"].is_unique  # reopened, never duplicated
     assert set(after["status"]) == {"FINISHED"}
