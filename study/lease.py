@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from study.status import pid_alive
 from trainables.errors import UserError
 
 FILE = "driver.lease"
@@ -41,16 +42,6 @@ def timeout_s() -> float:
         return max(1.0, float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S)))
     except ValueError:
         return TIMEOUT_S
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 class StudyLease:
