@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
 
 from analysis.stats import mean_std, t_interval
-from trainables.methods import method_names  # torch-free
+from analysis.sweep import param_label
+from trainables.methods import method_label, method_names  # torch-free
 
 LOSSES = ("train_loss", "train_ce", "train_distill")
 VAL = ("val_acc", "val_auc", "val_ap")
@@ -114,13 +115,32 @@ def efficiency_data(runs: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.Da
     return data[columns], origin
 
 
-def k_data(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Fig. 4's points: the `ablation=k` runs, per (source, pair, volume) and K."""
+def ablation_data(runs: pd.DataFrame, metric: str = "test_acc") -> dict[tuple[str, str], pd.DataFrame]:
+    """The points of each ablation of an option (ablations.vary; the paper's Fig. 4 is CKD's `k`):
+    (method, option) -> per (source, pair, volume) and value of the option (a column named
+    after it), mean and 95 % interval over seeds. Runs recorded before the `value` tag read
+    their K from the `k` tag."""
     done = _finished(runs)
-    if done.empty:
-        return spread(done, ["source", "pair", "volume_n"], "k", metric)
-    ablation = done[(done["stage"] == "ablations") & (done["ablation"] == "k")]
-    return spread(ablation, ["source", "pair", "volume_n"], "k", metric)
+    if done.empty or "ablation" not in done:
+        return {}
+    ablation = done[(done["stage"] == "ablations") & ~done["ablation"].isin(["", "efficiency"])]
+    out = {}
+    for (method, option), sub in ablation.groupby(["method", "ablation"], sort=True):
+        text = sub["value"] if "value" in sub else pd.Series("", index=sub.index)
+        if "k" in sub:
+            text = text.where(text.astype(str) != "", sub["k"])
+        values = pd.to_numeric(text, errors="coerce")
+        if values.isna().any():  # a categorical option: its values as text
+            values = text.astype(str)
+        out[(method, option)] = spread(sub.assign(**{option: values}), ["source", "pair", "volume_n"], option, metric)
+    return out
+
+
+def ablation_file(method: str, option: str, varied: list[tuple[str, str]]) -> str:
+    """The figure's file stem: `fig4_<option>` (the paper's Fig. 4 is fig4_k), with the method
+    when two methods' ablations vary an option of that name."""
+    shared = sum(1 for _, o in varied if o == option) > 1
+    return f"fig4_{method}_{option}" if shared else f"fig4_{option}"
 
 
 def _runs_text(n: pd.Series) -> str:
@@ -179,6 +199,12 @@ def _ticks(ax, values) -> None:
     ax.xaxis.set_major_formatter(ScalarFormatter())
 
 
+def _method_text(method: str) -> str:
+    """A method's label as figures show it ("kd+train_unlabeled:2000": a transfer-set cell)."""
+    base, sep, rest = method.partition("+")
+    return method_label(base) + sep + rest
+
+
 def _pair_text(teachers: str, student: str) -> str:
     return f"{teachers}→{student}" if teachers else student
 
@@ -190,7 +216,7 @@ def plot_efficiency(data: pd.DataFrame, path: Path, metric: str = "test_acc", or
     several = data["source"].nunique() > 1
     rank = {m: i for i, m in enumerate(method_names())}  # the baseline first, as in the tables
     _lines(ax, data, EFFICIENCY_BY, "volume_n",
-           lambda k: f"{k[3].upper()}, {_pair_text(k[2], k[1])}" + (f" ({k[0]})" if several else ""),
+           lambda k: f"{_method_text(k[3])}, {_pair_text(k[2], k[1])}" + (f" ({k[0]})" if several else ""),
            order=lambda k: (k[0], k[1], rank.get(k[3], len(rank)), k[3], k[2]))
     ax.set_xscale("log")
     _ticks(ax, data["volume_n"].astype(int))
@@ -200,17 +226,31 @@ def plot_efficiency(data: pd.DataFrame, path: Path, metric: str = "test_acc", or
     return _save_paper(fig, path)
 
 
-def plot_k(data: pd.DataFrame, path: Path, metric: str = "test_acc") -> Path:
-    """Fig. 4: CKD against K, one line per (source, pair, volume), mean and 95 % interval over
-    runs. Writes `path` as PNG (300 dpi) and PDF; returns the PNG."""
+def plot_ablation(data: pd.DataFrame, path: Path, method: str, option: str, metric: str = "test_acc",
+                  paper: float | None = None) -> Path:
+    """An ablation of `method`'s `option` (the paper's Fig. 4: CKD's K): one line per (source,
+    pair, volume) against the option's values, mean and 95 % interval over runs; `paper`, the
+    method's paper value, is marked. Writes `path` as PNG (300 dpi) and PDF; returns the PNG."""
     fig, ax = _new()
+    name = _method_text(method)
     several = data[["source", "pair"]].drop_duplicates().shape[0] > 1
-    _lines(ax, data, ["source", "pair", "volume_n"], "k",
-           lambda k: f"CKD, {int(k[2])} images" + (f" ({k[0]}, {k[1].replace('->', '→')})" if several else ""))
-    ax.set_xscale("log", base=2)
-    _ticks(ax, data["k"].astype(int))
-    _finish(ax, data, metric, "K (negatives)",
-            f"Fig. 4: {metric_label(metric)} against K (CKD)\nmean, 95 % interval over seeds")
+    numeric = pd.api.types.is_numeric_dtype(data[option])
+    plotted = data if numeric else data.assign(**{option: data[option].map(
+        {v: i + 1 for i, v in enumerate(sorted(set(data[option])))})})
+    _lines(ax, plotted, ["source", "pair", "volume_n"], option,
+           lambda k: f"{name}, {int(k[2])} images" + (f" ({k[0]}, {k[1].replace('->', '→')})" if several else ""))
+    xs = plotted[option].astype(float)
+    if numeric and xs.min() > 0 and xs.max() / xs.min() >= 4:
+        ints = bool((xs == xs.round()).all())
+        ax.set_xscale("log", base=2 if ints else 10)
+    if numeric:
+        _ticks(ax, data[option])
+    else:
+        ax.set_xticks(sorted(set(plotted[option])), sorted(set(data[option])))
+    if paper is not None and numeric:
+        ax.axvline(float(paper), color="0.5", linestyle=":", linewidth=1, label=f"paper's value ({paper:g})")
+    _finish(ax, plotted, metric, param_label(option),
+            f"{metric_label(metric)} against {param_label(option)} ({name})\nmean, 95 % interval over seeds")
     return _save_paper(fig, path)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.tables import TRANSFER_SEP, TableView
 from trainables.convergence import FIT_CE_TOL, LATE_GAIN_TOL
+from trainables.methods import method_label  # torch-free
 
 METRIC_NAMES = {"acc": "ACC", "bacc": "balanced ACC", "auc": "AUC", "eer": "EER", "ap": "AP",
                 **{f"video_{k}": f"video {v}" for k, v in (("acc", "ACC"), ("bacc", "balanced ACC"),
@@ -192,12 +193,12 @@ def method_name(label: str) -> str:
     if "->" in label:
         return pair_text(label)
     method, sep, transfer = label.partition(TRANSFER_SEP)
-    return method.upper() + sep + transfer
+    return method_label(method) + sep + transfer
 
 
 def missing_markdown(missing: pd.DataFrame) -> str:
     header = ["paper table", "dataset", "subset", "volume", "method", "pair", "paper acc"]
-    rows = [[r.table, r.dataset, r.subset or "–", r.volume, r.method.upper(), f"{r.teachers}→{r.student}",
+    rows = [[r.table, r.dataset, r.subset or "–", r.volume, method_name(r.method), f"{r.teachers}→{r.student}",
              num(r.acc)] for r in missing.itertuples()]
     return md_rows(header, rows)
 

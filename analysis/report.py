@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from analysis import cross, figures, render, sweep
+from analysis.sweep import param_label
 from analysis.runs import StudyRuns, load_study, metric_history, run_label
 from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
@@ -17,6 +18,7 @@ from analysis.teachers import CLEAR_MARGIN, teacher_table
 from analysis.variance import variance_table
 from trainables.convergence import FIT_CE_TOL, LATE_GAIN_TOL
 from trainables.errors import UserError
+from trainables.methods import method_label
 
 FORMATS = ("md", "tex", "csv", "png")
 
@@ -123,12 +125,16 @@ def _figures(rep: Report, metric: str, csv: bool) -> None:
                                  f"interval over seeds ({origin})")
         if csv:
             rep.write_csv(eff, "fig2_data_efficiency.csv")
-    k = figures.k_data(rep.study.runs, metric)
-    if not k.empty:
-        path = figures.plot_k(k, rep.out / "fig4_k.png", metric)
-        _paper_figure(rep, path, f"Fig. 4: {label} against K (CKD), mean and 95 % interval over seeds")
+    ablations = {key: data for key, data in figures.ablation_data(rep.study.runs, metric).items() if not data.empty}
+    for (method, option), data in ablations.items():
+        stem = figures.ablation_file(method, option, list(ablations))
+        paper = paper_value(method, option, data)
+        path = figures.plot_ablation(data, rep.out / f"{stem}.png", method, option, metric, paper)
+        _paper_figure(rep, path, f"Ablation of {method_label(method.partition('+')[0])}'s {param_label(option)}: "
+                                 f"{label}, mean and 95 % interval over seeds"
+                                 + (f" (dotted: the paper's value, {paper:g})" if paper is not None else ""))
         if csv:
-            rep.write_csv(k, "fig4_k.csv")
+            rep.write_csv(data, f"{stem}.csv")
 
 
 def _sweep_figures(rep: Report) -> None:
@@ -153,6 +159,24 @@ def _sweep_figures(rep: Report) -> None:
             rep.sweep_figures.setdefault(cell.key, []).append((f"{caption}; vector version {pdf.name}", png.name))
 
 
+def paper_value(method: str, option: str, data: pd.DataFrame) -> float | None:
+    """The paper's (or the method's authors') value of `method`'s `option` at the ablation's
+    smallest volume, when it is a number and the method has paper values (else None)."""
+    from search_spaces import paper_values
+    from trainables.methods import METHODS
+    base = method.partition("+")[0]
+    if base not in METHODS or data.empty:
+        return None
+    volume = int(data["volume_n"].min())
+    try:
+        value = paper_values(base, volume).get(option)
+    except UserError:
+        return None
+    if value is None:  # not among its paper values: the option's declared default
+        value = getattr(METHODS[base].options(), option, None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _paper_figure(rep: Report, png: Path, caption: str) -> None:
     pdf = png.with_suffix(".pdf")
     rep.files += [png, pdf]
@@ -160,12 +184,14 @@ def _paper_figure(rep: Report, png: Path, caption: str) -> None:
 
 
 def explain_candidate(runs: pd.DataFrame) -> str | None:
-    """A grid run with a model to draw Fig. 3 from: the best CKD run of the largest volume."""
+    """A grid run with a model to draw Fig. 3 from: the best distilled student (a method with
+    teachers; the paper draws its CKD's) of the largest volume, else the best run."""
+    from trainables.methods import METHODS
     grid = runs[(runs["stage"] == "grid") & (runs["status"] == "FINISHED")]
     if grid.empty or "test_acc" not in grid:
         return None
-    ckd = grid[grid["method"] == "ckd"]
-    pool = ckd if not ckd.empty else grid
+    distilled = grid[grid["method"].map(lambda m: m in METHODS and METHODS[m].needs_teachers)]
+    pool = distilled if not distilled.empty else grid
     pool = pool[pool["volume_n"] == pool["volume_n"].max()].sort_values("test_acc", ascending=False)
     return pool["run_id"].iloc[0] if not pool.empty else None
 

@@ -100,6 +100,7 @@ def run_record(run) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status,
                            "start_time": run.info.start_time, "end_time": run.info.end_time}
     row.update({t: tags.get(t, "") for t in TAG_NAMES})
+    row["value"] = planned.value  # an ablation's value of its option (a K-ablation's K before the tag existed)
     row.update({"seed": planned.seed, "draw": planned.draw_or_seed, "volume": planned.volume_label, "k": planned.k,
                 "volume_n": float(planned.volume) if planned.volume is not None else math.nan})
     row["parent_run_id"] = tags.get("mlflow.parentRunId", "")

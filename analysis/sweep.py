@@ -29,11 +29,9 @@ DEFAULT_METRIC = "val_auc"  # SweepConfig.metric's default
 FEW_TRIALS = 20  # fANOVA's random forest on fewer trials than this is indicative only
 CELL = ["source", "pair", "method", "volume"]
 LOG_RATIO = 20.0  # an undeclared positive range wider than this factor is read as log-scaled
+# the common hyperparameters; a method's own options are labelled in its declaration
 PARAM_LABELS = {"lr": "learning rate", "weight_decay": "weight decay", "batch_size": "batch size",
-                "tau": "τ (CKD temperature)", "lam": "λ (distillation weight)", "k": "K (negatives)",
-                "kd_t": "T (KD temperature)", "z_mode": "Z mode", "negatives": "negatives",
-                "symmetric": "symmetric term", "rkd_distance_w": "RKD distance weight",
-                "rkd_angle_w": "RKD angle weight"}
+                "lam": "λ (distillation weight)"}
 STOPPED_NOTE = ("Stopped (ASHA) trials are left out of the importance: their last value was measured after "
                 "fewer epochs than the complete trials', and ASHA stopped them because it was low, so mixing them "
                 "in would credit a hyperparameter with the effect of training length (Optuna leaves pruned "
@@ -41,7 +39,8 @@ STOPPED_NOTE = ("Stopped (ASHA) trials are left out of the importance: their las
 
 
 def param_label(name: str) -> str:
-    return PARAM_LABELS.get(name, name.replace("_", " "))
+    from trainables.methods import option_label
+    return PARAM_LABELS.get(name) or option_label(name) or name.replace("_", " ")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,18 @@ def register_paper(method: str):
     return wrap
 
 
+def has_method(method: str, module: str | None = None) -> bool:
+    """Whether `method` has paper values and a search space of its own (importing `module`, where
+    its declaration says they live, when it is not one of this package's)."""
+    if module and method not in PAPER:
+        import importlib
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            return False
+    return method in PAPER and any(method in ms for name, ms in SPACE_METHODS.items() if name != "paper")
+
+
 def get_space(name: str, method: str, volume: int | None) -> Callable[[Any], dict[str, Any]]:
     """The define-by-run function of space `name` for `method` at `volume` training images."""
     if name not in SPACES:

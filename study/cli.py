@@ -84,6 +84,24 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
 
 
 @main.command()
+@click.argument("config", required=False, default="quickstart")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Where the study would run (nothing is written there).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for `study run`.")
+def plan(config: str, workdir: Path, overrides: tuple[str, ...]) -> None:
+    """Show what `study run CONFIG` would run: stages, cells, trial counts and where each cell's
+    hyperparameters come from. Starts nothing and writes nothing (no Ray, no torch)."""
+    from study.config import load_config
+    from study.plan_view import describe
+
+    try:
+        cfg = load_config(shipped_config(config), workdir, overrides)
+        describe(cfg, click.echo)
+    except UserError as exc:
+        fail(exc)
+
+
+@main.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--tracking-uri", default=None, help="Default: sqlite:///<workdir>/mlflow.db")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (only loopback by default).")

@@ -22,8 +22,11 @@ from study.config_reader import (
     models_checked_last, name_overrides, set_options,
 )
 from trainables.errors import ConfigError
-from trainables.hparams import HParams
-from trainables.methods import baseline_method, method_names, needs_teachers, takes_unlabeled_rows  # torch-free
+from trainables.hparams import HParams, for_method
+from trainables.methods import (  # torch-free
+    METHODS, ablatable_options, baseline_method, check_method, method_names, needs_teachers,
+    takes_unlabeled_rows,
+)
 
 # a study's stages in the order they run (budget: only with students.hparams.min_steps: auto)
 STAGES = ("teachers", "budget", "sweep", "grid", "ablations")
@@ -169,10 +172,23 @@ MIN_ABLATION_SEEDS = 3
 
 
 @dataclass(frozen=True)
+class Vary:
+    """One ablation of `ablations.vary`: `method`'s `option` at each of `values`."""
+
+    method: str
+    option: str
+    values: tuple[Any, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}.{self.option}"
+
+
+@dataclass(frozen=True)
 class AblationsConfig:
-    k_values: tuple[int, ...] = ()
-    k_volumes: tuple[int, ...] = ()
-    k_seeds: tuple[int, ...] = (0, 1, 2)  # at least MIN_ABLATION_SEEDS: a point's 95 % interval needs n >= 2
+    vary: tuple[Vary, ...] = ()  # ablations of declared options (the paper's Fig. 4: CKD's k)
+    vary_volumes: tuple[int, ...] = ()  # default: the students' volumes
+    vary_seeds: tuple[int, ...] = (0, 1, 2)  # at least MIN_ABLATION_SEEDS: a point's 95 % interval needs n >= 2
     efficiency_volumes: tuple[int, ...] = ()
     efficiency_students: tuple[str, ...] = ()
     efficiency_seeds: tuple[int, ...] = (0, 1, 2)
@@ -246,19 +262,45 @@ def stable_hash(obj: Any) -> str:
 
 
 def _hparams(r: Reader, name: str, methods: tuple[str, ...]) -> dict:
-    """Hyperparameters fixed for `methods`: each key belongs to at least one of them (a
-    method's own option reaches only that method's trials), each value is valid."""
+    """Hyperparameters fixed for `methods`: the common keys flat, each method's own options in
+    its own section (`{lr: 0.002, ckd: {tau: 0.1}}`), so one method's option never reaches
+    another's trials; each value is valid. A method's option given flat is refused with the
+    nested form."""
     raw = dict(r.get(name, dict, {}))
+    key = r.key(name)
     if "method" in raw:
-        raise r.error(f"{r.key(name)}.method", raw["method"], "set methods in students.methods, not here")
-    where = f"{r.file}: {r.key(name)}"
-    known = {k for m in methods for k in HParams.keys(m)} - {"method"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}: not a hyperparameter of methods {list(methods)}; "
-                          f"known keys are {sorted(known)}")
+        raise r.error(f"{key}.method", raw["method"], "set methods in students.methods, not here")
+    where = f"{r.file}: {key}"
+    common = set(HParams.common_keys()) - {"method"}
+    sections = {k: v for k, v in raw.items() if k in METHODS}
+    for k in sorted(set(raw) - set(sections) - common):
+        owners = [m for m in method_names() if k in METHODS[m].option_names]
+        if owners:
+            m = owners[0] if owners[0] in methods or len(owners) == 1 else next((o for o in owners if o in methods),
+                                                                                 owners[0])
+            raise ConfigError(f"{where}.{k}: {k!r} is an option of {' and '.join(owners)}, not a common hyperparameter: "
+                              f"give it in the method's own section, {key}: {{{m}: {{{k}: {_shown(raw[k])}}}}} "
+                              f"(on the command line: --set {key}.{m}.{k}={_shown(raw[k])})")
+        raise ConfigError(f"{where}: unknown key {k!r}: not a common hyperparameter nor a method's section; "
+                          f"common keys are {sorted(common)}, sections are the methods {list(methods)}")
+    for m, section in sections.items():
+        if m not in methods:
+            raise ConfigError(f"{where}.{m}: a section for method {m!r}, which is not among {list(methods)} here")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}.{m}: {_shown(section)} must be a mapping of {m}'s options "
+                              f"{list(METHODS[m].option_names)}, e.g. {key}: {{{m}: {{option: value}}}}")
+        stray = sorted(set(section) - set(METHODS[m].option_names))
+        if stray:
+            hint = (f"; {sorted(set(stray) & common)} are common: give them beside the sections"
+                    if set(stray) & common else "")
+            raise ConfigError(f"{where}.{m}: unknown option(s) {stray} of method {m!r}; its options are "
+                              f"{list(METHODS[m].option_names)}{hint}")
+    common_values = {k: v for k, v in raw.items() if k not in sections}
+    for method in methods:  # the common keys first, so that an error in a method's section names it
+        HParams.from_dict({**common_values, "method": method}, where=where)
     for method in methods:
-        HParams.from_dict({**HParams.subset(raw, method), "method": method}, where=where)
+        HParams.from_dict({**for_method(raw, method), "method": method},
+                          where=f"{where}.{method}" if method in sections else where)
     return raw
 
 
@@ -510,6 +552,7 @@ def _students(s: Reader, names: list[str], workdir: Path) -> StudentsConfig:
     for i, mth in enumerate(methods):
         if mth not in method_names():
             raise s.error(f"students.methods[{i}]", mth, f"must be one of {list(method_names())}")
+        check_method(mth, where=f"{s.file}: students.methods[{i}]")  # its declaration is complete
     distilling = [m for m in methods if needs_teachers(m)]
     if distilling:
         for i, pair in enumerate(pairs):
@@ -609,30 +652,70 @@ def _sweep(w: Reader, students: StudentsConfig) -> SweepConfig:
 
 
 def _ablations(a: Reader, students: StudentsConfig) -> AblationsConfig:
-    a.check_keys({"k_values", "k_volumes", "k_seeds", "efficiency_volumes", "efficiency_students", "efficiency_seeds"})
-    k_values = a.ints("k_values", [])
-    if any(k <= 0 for k in k_values):
-        raise a.error("ablations.k_values", list(k_values), "K must be > 0")
+    a.check_keys({"vary", "vary_volumes", "vary_seeds", "k_values", "k_volumes", "k_seeds",
+                  "efficiency_volumes", "efficiency_students", "efficiency_seeds"})
+    vary = _vary(a, students)
     eff_students = tuple(a.get("efficiency_students", list, sorted({p.student for p in students.pairs})))
     for i, st in enumerate(eff_students):
         model_name(a, f"ablations.efficiency_students[{i}]", st)
-    if k_values and "k" in students.hparams:
-        raise a.error("ablations.k_values", list(k_values), "students.hparams.k fixes K for every trial, "
-                                                            "so the K ablation could not vary it: remove one")
-    if k_values and not students.pairs[0].teachers:
-        raise a.error("ablations.k_values", list(k_values), "the K ablation distils along students.pairs[0]: "
-                                                            "it needs a teacher")
     efficiency_volumes = a.ints("efficiency_volumes", [], even=True)
     seeds = {}
-    for points, key in ((k_values, "k_seeds"), (efficiency_volumes, "efficiency_seeds")):
-        seeds[key] = a.ints(key, list(getattr(AblationsConfig, key)))
+    for points, key, old in ((vary, "vary_seeds", "k_seeds"), (efficiency_volumes, "efficiency_seeds", None)):
+        name = old if old in a.mapping else key
+        seeds[key] = a.ints(name, list(getattr(AblationsConfig, key)))
         if points and len(set(seeds[key])) < MIN_ABLATION_SEEDS:
-            raise a.error(f"ablations.{key}", list(seeds[key]),
+            raise a.error(f"ablations.{name}", list(seeds[key]),
                           f"give at least {MIN_ABLATION_SEEDS} different seeds (e.g. [0, 1, 2]): each point of the "
                           "figure is a mean over seeds with its 95 % interval, which a single seed cannot show "
                           "and two show only loosely")
-    return AblationsConfig(k_values, a.ints("k_volumes", [], even=True), seeds["k_seeds"], efficiency_volumes,
-                           eff_students, seeds["efficiency_seeds"])
+    volumes = a.ints("k_volumes" if "k_volumes" in a.mapping else "vary_volumes", [], even=True)
+    return AblationsConfig(vary, volumes, seeds["vary_seeds"], efficiency_volumes, eff_students,
+                           seeds["efficiency_seeds"])
+
+
+def _vary(a: Reader, students: StudentsConfig) -> tuple[Vary, ...]:
+    """`ablations.vary: {<method>.<option>: [values]}`: options the method declares ablatable,
+    each value valid for it; the older `k_values: [...]` is the `k` of the method that declares
+    `k` ablatable (the paper's Fig. 4: CKD)."""
+    for new, old in (("vary", "k_values"), ("vary_volumes", "k_volumes"), ("vary_seeds", "k_seeds")):
+        if new in a.mapping and old in a.mapping:
+            raise a.error(f"ablations.{old}", a.mapping[old], f"give ablations.{new} or the older {old}, not both")
+    raw = dict(a.get("vary", dict, {}))
+    if "k_values" in a.mapping:
+        k_values = a.ints("k_values", [])
+        if any(k <= 0 for k in k_values):
+            raise a.error("ablations.k_values", list(k_values), "K must be > 0")
+        owners = [m for m, opts in ablatable_options().items() if "k" in opts]
+        if k_values and not owners:
+            raise a.error("ablations.k_values", list(k_values), "no method declares an ablatable option 'k'")
+        if k_values:
+            raw = {f"{owners[0]}.k": list(k_values)}
+    out = []
+    for key, values in raw.items():
+        method, _, option = str(key).partition(".")
+        where = f"ablations.vary.{key}" if "k_values" not in a.mapping else "ablations.k_values"
+        allowed = [f"{m}.{o}" for m, opts in ablatable_options().items() for o in opts]
+        if method not in METHODS or option not in METHODS[method].ablatable:
+            raise a.error(where, values, f"not an ablatable option: write <method>.<option>, one of {allowed} "
+                                         "(what each method's declaration lets an ablation vary)")
+        if method not in students.methods:
+            raise a.error(where, values, f"method {method!r} is not in students.methods {list(students.methods)}")
+        if not isinstance(values, list) or not values:
+            raise a.error(where, values, "give a list of values, e.g. [4, 16, 64]")
+        fixed = for_method(students.hparams, method)
+        if option in fixed:
+            raise a.error(where, list(values), f"students.hparams fixes {option} for every trial of {method}, so "
+                                               "the ablation could not vary it: remove one")
+        if needs_teachers(method) and not students.pairs[0].teachers:
+            raise a.error(where, list(values), f"the ablation distils along students.pairs[0]: {method} needs a teacher")
+        typed = []
+        for v in values:
+            hp = HParams.from_dict({**fixed, option: v, "method": method}, where=f"{a.file}: {where}")
+            typed.append(hp.to_dict()[option])
+        if len(set(typed)) != len(typed):
+            raise a.error(where, list(values), "a value is given twice")
+        out.append(Vary(method, option, tuple(typed)))
+    return tuple(out)
 
 
 def _budget(b: Reader, students: StudentsConfig, grid: GridConfig, sweep: SweepConfig) -> BudgetConfig:
@@ -713,9 +796,11 @@ def _check_fixed_vs_searched(s: Reader, students: StudentsConfig, sweep: SweepCo
     """A hyperparameter is fixed by the user (students.hparams) or searched, not both."""
     for method, space in sweep.spaces.items():
         for volume in sweep.volumes:
-            both = sorted(set(HParams.subset(students.hparams, method)) & set(space_keys(space, method, volume)))
+            fixed = for_method(students.hparams, method)
+            both = sorted(set(fixed) & set(space_keys(space, method, volume)))
             if both:
-                raise s.error(f"students.hparams.{both[0]}", students.hparams[both[0]],
+                shown = both[0] if both[0] in students.hparams else f"{method}.{both[0]}"
+                raise s.error(f"students.hparams.{shown}", fixed[both[0]],
                               f"is fixed here but search space {space!r} (sweep.spaces.{method}) also sets "
                               f"{both}: remove it from students.hparams to let the sweep choose it, or "
                               f"from the sweep")

@@ -128,12 +128,11 @@ def model_name(r: Reader, key: str, name: str) -> None:
 
 
 def _check_model(r: Reader, key: str, name: str) -> None:
-    from trainables.models import resolve_name  # timm and torch: only once all else is valid
+    from trainables.model_names import ALIASES, is_timm_model  # torch-free (timm's list, cached)
 
-    try:
-        resolve_name(name)
-    except ConfigError as exc:
-        raise r.error(key, name, str(exc)) from None
+    if not is_timm_model(name):
+        raise r.error(key, name, f"unknown model {name!r}: use an alias {sorted(ALIASES)} or a timm model name "
+                                 "(see timm.list_models())")
 
 
 BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -189,6 +188,8 @@ def apply_overrides(raw: Any, overrides: Sequence[str], sections: set[str]) -> A
         for i, part in enumerate(parts[:-1]):
             if i == 0 and node.get(part) is None:
                 node[part] = {}  # a known section the file leaves out (e.g. resources)
+            if i > 0 and parts[i - 1] == "hparams" and node.get(part) is None and _is_method(part):
+                node[part] = {}  # a method's own section of hyperparameters: --set students.hparams.ckd.tau=0.1
             child = node.get(part)
             where = ".".join(parts[: i + 1])
             if child is None:
@@ -201,6 +202,11 @@ def apply_overrides(raw: Any, overrides: Sequence[str], sections: set[str]) -> A
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _is_method(name: str) -> bool:
+    from trainables.methods import METHODS  # torch-free
+    return name in METHODS
 
 
 def name_overrides(exc: ConfigError, overrides: Sequence[str]) -> ConfigError:

@@ -7,17 +7,16 @@ reads it back. Ray Tune's grid runs a list of cells, an Optuna sweep runs one ce
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from search_spaces import get_space, paper_values
 from study.config import STAGES as STUDY_STAGES, ArmConfig, Pair, StudyConfig, stable_hash
 from trainables.errors import UserError
-from trainables.hparams import HParams
+from trainables.hparams import HParams, for_method
 from trainables.methods import baseline_method, needs_teachers
 from trainables.record import RunTags
-from trainables.data.transfer import TransferSpec
-from trainables.trial import CrossSet, TeacherRef, TrialSpec
+from trainables.spec import CrossSet, TeacherRef, TransferSpec, TrialSpec, encode_cell
 
 STAGES = STUDY_STAGES  # re-exported: the runner's order
 
@@ -29,19 +28,20 @@ class Cell:
     hparams: Mapping[str, Any]  # flat keys of HParams (the common ones and the method's options)
     tags: RunTags
 
+    hp: HParams = field(init=False, repr=False, compare=False)  # typed once, here: a bad value fails at planning
+
     def __post_init__(self):
-        HParams.from_dict(self.hparams, where=f"cell {self.tags.cell}")  # a bad value fails at planning
+        object.__setattr__(self, "hp", HParams.from_dict(self.hparams, where=f"cell {self.tags.cell}"))
 
     @property
     def config_hash(self) -> str:
         """What is trained: the spec's identity (TrialSpec marks what does not count) and the
         hyperparameters."""
-        return stable_hash({"spec": self.spec.identity(), "hparams": HParams.from_dict(self.hparams).identity()})
+        return stable_hash({"spec": self.spec.identity(), "hparams": self.hp.identity()})
 
     def config(self) -> dict[str, Any]:
-        """Plain data for Ray: {"spec", "hparams", "tags"} (tags as MLflow strings)."""
-        tags = RunTags.to_mlflow(self.tags.with_hash(self.config_hash))
-        return {"spec": self.spec.to_dict(), "hparams": dict(self.hparams), "tags": tags}
+        """Plain data for Ray (`trainables.spec.encode_cell`; `split_config` reads it back)."""
+        return encode_cell(self.spec, self.hparams, self.tags.with_hash(self.config_hash))
 
 
 # (source, teacher name) -> the teacher's checkpoint
@@ -115,8 +115,8 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
         decode_dir=cfg.decode_cache, memory_budget=cfg.memory_budget)
     # precedence: the paper's (or the sweep's) values < the user's students.hparams < what the
     # cell itself varies (an ablation's K, the method, the seed)
-    own = HParams.subset(arm.hparams, method) if arm is not None else {}
-    hp = {**hparams, **HParams.subset(cfg.students.hparams, method), **own, **(forced or {}), "method": method,
+    own = for_method(arm.hparams, method) if arm is not None else {}
+    hp = {**hparams, **for_method(cfg.students.hparams, method), **own, **(forced or {}), "method": method,
           "seed": seed}
     label = pair.label if pair is not None else f"->{student}"
     run = seed if draw is None else f"d{draw}s{seed}"
@@ -219,18 +219,18 @@ def ablation_cells(cfg: StudyConfig, teachers: TeacherMap, chosen: ChosenHParams
     a = cfg.ablations
     source, data = cfg.source_specs()[0]
     cells = []
-    if a.k_values:
-        pair = cfg.students.pairs[0]
-        for volume in a.k_volumes or cfg.students.volumes:
-            base = chosen_for(chosen, "ckd", volume) if cfg.grid.hparams != "paper" else None
+    pair = cfg.students.pairs[0]
+    for vary in a.vary:  # one declared option of one method at each of its values
+        for volume in a.vary_volumes or cfg.students.volumes:
+            base = chosen_for(chosen, vary.method, volume) if cfg.grid.hparams != "paper" else None
             origin = cfg.grid.hparams if base is not None else "paper"
-            for k in a.k_values:
-                for seed in a.k_seeds:
-                    cells.append(student_cell(cfg, "ablations", source, data, pair, pair.student, "ckd",
-                                              volume, seed, base or paper_hparams("ckd", volume), teachers,
+            for value in vary.values:
+                for seed in a.vary_seeds:
+                    cells.append(student_cell(cfg, "ablations", source, data, pair, pair.student, vary.method,
+                                              volume, seed, base or paper_hparams(vary.method, volume), teachers,
                                               max_eval_per_class=cfg.grid.max_val_per_class,
-                                              tags={"ablation": "k", "k": k, "hparams_from": origin},
-                                              forced={"k": k, **budget_for(budgets, volume)}))
+                                              tags={"ablation": vary.option, "value": str(value), "hparams_from": origin},
+                                              forced={vary.option: value, **budget_for(budgets, volume)}))
     baseline = baseline_method()  # the data-efficiency curve is the baseline's
     for student in a.efficiency_students:
         for volume in a.efficiency_volumes:

@@ -104,8 +104,12 @@ def code_version() -> str:
 
 
 def preflight(cfg: StudyConfig) -> None:
-    """Check the data can serve every volume before anything is written anywhere."""
-    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.k_volumes) \
+    """Check every method's loss term and the data can serve every volume, before anything is
+    written anywhere."""
+    from trainables.losses import get_method
+    for i, method in enumerate(cfg.students.methods):
+        get_method(method, where=f"{cfg.path}: students.methods[{i}]")  # its loss module registers its term
+    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.vary_volumes) \
         | set(cfg.ablations.efficiency_volumes)
     for source, data in cfg.source_specs():
         index = dataset_index(data)
@@ -147,9 +151,9 @@ def _check_transfer(cfg: StudyConfig, index) -> None:
     if not sets:
         return
     t = max(sets, key=lambda t: t.size)  # the largest set: the others are drawn the same way, fewer
-    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.k_volumes) \
+    volumes = set(cfg.students.volumes) | set(cfg.sweep.volumes) | set(cfg.ablations.vary_volumes) \
         | (set(cfg.budget.volumes) if cfg.students.auto_budget else set())
-    seeds = set(cfg.students.draws or cfg.students.seeds) | {cfg.sweep.seed} | set(cfg.ablations.k_seeds) \
+    seeds = set(cfg.students.draws or cfg.students.seeds) | {cfg.sweep.seed} | set(cfg.ablations.vary_seeds) \
         | set(cfg.budget.seeds)
     for volume in sorted(volumes):
         for seed in sorted(seeds):

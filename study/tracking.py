@@ -475,7 +475,7 @@ class MLflowTrialCallback(tune.Callback):
 
 def run_name(tags: RunTags, trial_id: str = "") -> str:
     """A trial run's name, what varies first (the UI cuts long names at its column's width):
-    `ckd · 100 img · seed 3 · <pair> · <source>`, `ablation k=16 · seed 1 · …`, `sweep ckd ·
+    `ckd · 100 img · seed 3 · <pair> · <source>`, `ablation ckd k=16 · seed 1 · …`, `sweep ckd ·
     trial 2 · …`, `teacher resnet · <source>`. Unique within a study: it names every part of
     the run's cell (and a sweep trial's number within its search)."""
     sep = " · "
@@ -489,8 +489,8 @@ def run_name(tags: RunTags, trial_id: str = "") -> str:
         return sep.join([f"sweep {method}", f"trial {number}", f"{tags.volume_label} img", *where])
     if tags.stage == "budget":
         return sep.join([f"budget {method}", f"{tags.budget} steps", f"{tags.volume_label} img", seed, *where])
-    if tags.stage == "ablations" and tags.ablation == "k":
-        return sep.join([f"ablation k={tags.k}", seed, f"{tags.volume_label} img", *where])
+    if tags.stage == "ablations" and tags.value:  # an ablation of one option of one method
+        return sep.join([f"ablation {method} {tags.ablation}={tags.value}", seed, f"{tags.volume_label} img", *where])
     if tags.stage == "ablations":
         return sep.join([f"ablation {tags.volume_label} img", method, seed, *where])
     return sep.join([method, f"{tags.volume_label} img", seed, *where])

@@ -11,7 +11,7 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from analysis import figures
-from analysis.figures import efficiency_data, k_data, plot_curves, plot_efficiency, plot_k
+from analysis.figures import ablation_data, ablation_file, efficiency_data, plot_ablation, plot_curves, plot_efficiency
 from analysis.runs import load_study, metric_history
 from test_analysis_store import store  # noqa: F401  (fixture)
 
@@ -37,11 +37,12 @@ def _paper_files_ok(png) -> None:
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
 
 
-def _run(stage, method, volume, seed, acc, *, teachers="t", ablation="", k=None, student="st", status="FINISHED"):
+def _run(stage, method, volume, seed, acc, *, teachers="t", ablation="", k=None, student="st", status="FINISHED",
+         value=""):
     return {"status": status, "stage": stage, "ablation": ablation, "source": "src", "student": student,
             "teachers": teachers if method != "vt" else "", "method": method,
             "pair": f"{teachers}->{student}" if stage == "grid" or method != "vt" else f"->{student}",
-            "volume_n": float(volume), "k": k, "seed": seed, "test_acc": acc}
+            "volume_n": float(volume), "k": k, "seed": seed, "test_acc": acc, "value": value}
 
 
 # grid: VT, KD, CKD at 10 and 100 images, 3 seeds; acc = base + 0.1 * seed (+ 0.2 at 100 images)
@@ -117,7 +118,9 @@ def test_fig2_drawn_with_intervals_inside_the_y_range(monkeypatch, tmp_path):
 
 
 def test_fig4_points_intervals_and_files(monkeypatch, tmp_path):
-    data = k_data(constructed_runs())
+    ablations = ablation_data(constructed_runs())
+    assert list(ablations) == [("ckd", "k")]  # runs recorded with only the older `k` tag read as CKD's k
+    data = ablations[("ckd", "k")]
     assert list(data.columns) == ["source", "pair", "volume_n", "k", "mean", "std", "n", "ci_low", "ci_high"]
     assert data["k"].tolist() == [4, 16, 64] and data["n"].tolist() == [3, 3, 1]
     assert data["mean"].tolist() == pytest.approx([0.6, 0.95, 0.8])
@@ -126,7 +129,7 @@ def test_fig4_points_intervals_and_files(monkeypatch, tmp_path):
     one = data.iloc[2]  # one run: no spread, no interval
     assert math.isnan(one["std"]) and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
     seen = _drawn(monkeypatch)
-    _paper_files_ok(plot_k(data, tmp_path / "fig4.png"))
+    _paper_files_ok(plot_ablation(data, tmp_path / "fig4.png", "ckd", "k", paper=32.0))
     ax = seen[0].axes[0]
     low, high = ax.get_ylim()
     assert low < data["ci_low"].min() and high > data["ci_high"].max() > 1.0
@@ -182,12 +185,37 @@ def test_fig2_of_a_grid_without_ablations(store, tmp_path):
 
 
 def test_fig4_from_a_study_store(store, tmp_path):
-    data = k_data(load_study(store["uri"], "demo").runs)
+    data = ablation_data(load_study(store["uri"], "demo").runs)[("ckd", "k")]
     assert data["k"].tolist() == [4, 16, 64]
     assert data["mean"].tolist() == pytest.approx([0.805, 0.815, 0.825])
     assert (data["volume_n"] == 100).all() and (data["n"] == 2).all()
     assert (data["mean"] - data["ci_low"]).tolist() == pytest.approx([T_975_1 * 0.005] * 3, abs=1e-9)
-    _paper_files_ok(plot_k(data, tmp_path / "fig4.png"))
+    _paper_files_ok(plot_ablation(data, tmp_path / "fig4.png", "ckd", "k"))
+
+
+def test_ablations_of_any_option_one_figure_each(monkeypatch, tmp_path):
+    """`ablations.vary` runs carry the option in `ablation` and its value in `value`: one frame per
+    (method, option), numeric values on the x axis, the paper's value marked; the file is
+    fig4_<option> unless two methods vary an option of that name."""
+    rows = [_run("ablations", "kd", 100, seed, 0.6 + 0.1 * i, ablation="kd_t", value=str(t))
+            for i, t in enumerate((1.0, 4.0, 16.0)) for seed in range(3)]
+    rows += [_run("ablations", "ckd", 100, seed, 0.7, ablation="lam", value=str(lam))
+             for lam in (0.1, 1.0) for seed in range(3)]
+    rows += [_run("ablations", "kd", 100, seed, 0.7, ablation="lam", value=str(lam))
+             for lam in (0.1, 1.0) for seed in range(3)]
+    ablations = ablation_data(pd.DataFrame(rows))
+    assert sorted(ablations) == [("ckd", "lam"), ("kd", "kd_t"), ("kd", "lam")]
+    kd_t = ablations[("kd", "kd_t")]
+    assert kd_t["kd_t"].tolist() == [1.0, 4.0, 16.0] and kd_t["n"].tolist() == [3, 3, 3]
+    assert kd_t["mean"].tolist() == pytest.approx([0.6, 0.7, 0.8])
+    assert ablation_file("kd", "kd_t", list(ablations)) == "fig4_kd_t"
+    assert ablation_file("kd", "lam", list(ablations)) == "fig4_kd_lam"  # CKD varies a lam too
+    seen = _drawn(monkeypatch)
+    _paper_files_ok(plot_ablation(kd_t, tmp_path / "t.png", "kd", "kd_t", paper=4.0))
+    ax = seen[0].axes[0]
+    assert ax.get_xlabel() == "T (KD temperature)"  # the label its declaration gives
+    assert any(ln.get_linestyle() == ":" and list(ln.get_xdata()) == [4.0, 4.0] for ln in ax.get_lines())
+    assert "KD" in ax.get_title()
 
 
 def test_training_curves_png(store, tmp_path):

@@ -2,10 +2,12 @@
 second, because they import none of torch, timm, Ray, MLflow, Optuna, pandas or matplotlib
 (those are imported where used: by the runner, once the config is valid, and by the reports)."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -54,7 +56,7 @@ def imported_after(argv: list[str]) -> tuple[int, list[str], str]:
     (["--help"], None, ""),
     (["run", "--help"], None, ""),
     (["run"], {"methods": ["vt", "crd"]}, "students.methods[1]='crd'"),
-    (["run"], {"hparams": {"tau": -1.0}}, "tau=-1.0 must be > 0"),
+    (["run"], {"hparams": {"ckd": {"tau": -1.0}}}, "tau=-1.0 must be > 0"),
     (["run", "--set", "students.seeds=[-1]"], {}, "--set students.seeds=[-1]"),
     (["run", "--set", "studnets.seeds=[0]"], {}, "'studnets' is not a section"),
 ], ids=["help", "run-help", "bad-method", "bad-hparam", "bad-override-value", "bad-override-key"])
@@ -68,19 +70,24 @@ def test_help_and_config_errors_import_no_heavy_package(argv, students, message,
     assert not (tmp_path / "w").exists()
 
 
-def test_a_valid_config_loads_timm_for_its_model_names_only(tmp_path):
-    """Validating a whole config looks its model names up in timm (that alone needs torch),
-    after every other check; Ray, MLflow and Optuna wait for the runner."""
+def test_a_valid_config_loads_timm_once_for_its_model_list_then_nothing_heavy(tmp_path):
+    """Validating a whole config looks its model names up in timm's list of models, which the
+    first call makes (importing timm, and so torch) and caches per timm version; every later
+    validation, and `study plan`, imports none of torch, timm, Ray, MLflow, Optuna."""
     code = textwrap.dedent(f"""
         import json, sys
         from study.config import load_config
         load_config({bad_config(tmp_path)!r}, {str(tmp_path / "w")!r})
         print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    heavy = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert "timm" in heavy and not heavy & {"ray", "mlflow", "optuna", "matplotlib"}
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    seen = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen.append(set(json.loads(done.stdout.strip().splitlines()[-1])))
+    assert "timm" in seen[0] and not seen[0] & {"ray", "mlflow", "optuna", "matplotlib"}
+    assert seen[1] == set() and list((tmp_path / "cache" / "ckd-study").glob("timm-*-models.txt"))
 
 
 def best_times(commands: list[list[str]], rounds: int = 5) -> list[float]:
@@ -136,3 +143,33 @@ def test_a_predict_refusal_costs_a_few_interpreter_starts(tmp_path):
     ratio = refusal / python
     print(f"python -c pass {python:.3f} s; study predict <bad model> {refusal:.3f} s; ratio {ratio:.1f}")
     assert ratio < MAX_RATIO, f"`study predict --model nosuch` took {refusal:.2f} s, {ratio:.0f}x `python -c pass`"
+
+
+def test_study_plan_of_every_shipped_config_imports_nothing_heavy_and_costs_a_few_interpreter_starts(tmp_path):
+    """`study plan` reads, checks and plans a config with neither torch nor Ray: every shipped
+    config (real datasets' roots pointed at an empty folder) plans, exit 0, importing none of
+    the heavy packages; its time is a few interpreter starts (a ratio, not an absolute time)."""
+    from test_study_config import SHIPPED
+
+    from trainables.model_names import timm_models
+    timm_models()  # timm's model list, cached as any first validation caches it
+    paths = []
+    for shipped in SHIPPED:
+        raw = yaml.safe_load(shipped.read_text())
+        for data in [raw["data"], *raw.get("evaluate", {}).get("datasets", [])]:
+            if data["kind"] != "synthetic":
+                data["root"] = str(tmp_path)
+            if "json" in data:
+                data["json"] = str(tmp_path / Path(data["json"]).name)
+                Path(data["json"]).write_text("{}")
+        path = tmp_path / shipped.name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        paths.append(path)
+        rc, heavy, stderr = imported_after(["plan", str(path), "--workdir", str(tmp_path / "w")])
+        assert rc == 0 and heavy == [], (shipped.name, rc, heavy, stderr)
+    assert not (tmp_path / "w").exists()  # nothing written
+    python, plan = best_times([[sys.executable, "-c", "pass"],
+                               [sys.executable, "-m", "study.cli", "plan", str(paths[0]), "--workdir",
+                                str(tmp_path / "w")]], rounds=3)
+    print(f"python -c pass {python:.3f} s; study plan {paths[0].name} {plan:.3f} s; ratio {plan / python:.1f}")
+    assert plan / python < MAX_RATIO

@@ -132,7 +132,7 @@ def test_comparisons_pair_only_seeds_scored_on_the_same_rows():
 # --- precedence: paper < sweep < the user's students.hparams ------------------------------
 
 def test_a_user_fixed_key_reaches_every_trial(tmp_path):
-    raw = tiny(tmp_path / "d", **{"students.hparams": {"epochs": 2, "batch_size": 7, "momentum": 0.9}})
+    raw = tiny(tmp_path / "d", **{"students.hparams": {"epochs": 2, "batch_size": 7, "ckd": {"momentum": 0.9}}})
     raw["grid"] = {"hparams": "paper"}
     raw["sweep"] = {}
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
@@ -141,7 +141,7 @@ def test_a_user_fixed_key_reaches_every_trial(tmp_path):
     ckd = next(c for c in cells if c.tags.method == "ckd")
     assert (ckd.hparams["tau"], ckd.hparams["k"], ckd.hparams["momentum"]) == (0.05, 10, 0.9)
     # with a sweep: its choice beats the paper, the user's key beats both
-    raw = tiny(tmp_path / "d", **{"students.hparams": {"epochs": 2, "momentum": 0.9}})
+    raw = tiny(tmp_path / "d", **{"students.hparams": {"epochs": 2, "ckd": {"momentum": 0.9}}})
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     ckd = next(c for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {"tau": 0.3, "batch_size": 8}})
                if c.tags.method == "ckd")
@@ -149,6 +149,8 @@ def test_a_user_fixed_key_reaches_every_trial(tmp_path):
         (0.3, 8, 10, 0.9)
     (sweep_cell, _), = sweep_cells(cfg, TEACHERS)
     assert sweep_cell.hparams["momentum"] == 0.9 and sweep_cell.hparams["k"] == 10  # paper base, user on top
+    vt = next(c for c in grid_cells(cfg, TEACHERS, {("ckd", 10): {"tau": 0.3}}) if c.tags.method == "vt")
+    assert "momentum" not in vt.hparams and vt.hparams["epochs"] == 2  # CKD's own section reaches CKD alone
 
 
 def test_a_key_both_fixed_and_searched_exits_2_naming_both(tmp_path):
@@ -168,10 +170,10 @@ def test_the_k_ablation_keeps_its_own_k_and_refuses_a_fixed_one(tmp_path):
     cfg = parse_config(raw, "cfg.yaml", tmp_path)
     ks = [c.hparams["k"] for c in ablation_cells(cfg, TEACHERS, {("ckd", 10): {"k": 64, "tau": 0.2}})]
     assert ks == [4, 4, 4, 8, 8, 8]  # each K at the default three seeds
-    raw["students"]["hparams"] = {"epochs": 2, "k": 16}
+    raw["students"]["hparams"] = {"epochs": 2, "ckd": {"k": 16}}
     raw["sweep"]["spaces"] = {}
     raw["grid"] = {"hparams": "paper"}
-    with pytest.raises(ConfigError, match=r"ablations.k_values=\[4, 8\].*students.hparams.k"):
+    with pytest.raises(ConfigError, match=r"ablations.k_values=\[4, 8\].*students.hparams fixes k for every trial of ckd"):
         parse_config(raw, "cfg.yaml", tmp_path)
 
 

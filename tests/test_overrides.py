@@ -88,9 +88,10 @@ def test_the_config_is_validated_with_its_overrides(tmp_path):
     path = write(tmp_path, tmp_path / "d")
     plain = load_config(path, tmp_path)
     cfg = load_config(path, tmp_path, ["students.seeds=[0,1,2]", f"data.root={tmp_path / 'e'}",
-                                       "students.hparams.lr=0.01"])
+                                       "students.hparams.lr=0.01", "students.hparams.ckd.tau=0.2"])
     assert cfg.students.seeds == (0, 1, 2) and cfg.data["root"] == str(tmp_path / "e")
-    assert cfg.students.hparams == {"epochs": 1, "lr": 0.01}
+    # a method's section the file leaves out is made by --set
+    assert cfg.students.hparams == {"epochs": 1, "lr": 0.01, "ckd": {"tau": 0.2}}
     assert cfg.raw["students"]["seeds"] == [0, 1, 2] and cfg.overrides[0] == "students.seeds=[0,1,2]"
     assert cfg.config_hash != plain.config_hash and plain.overrides == ()
     assert load_config(path, tmp_path, ["students.seeds=[0]"]).config_hash == plain.config_hash
@@ -99,8 +100,10 @@ def test_the_config_is_validated_with_its_overrides(tmp_path):
 @pytest.mark.parametrize("override,match", [
     ("students.seeds=[-1]", r"^--set students.seeds=\[-1\]: .*ov.yaml: students.seeds\[0\]=-1: must be a non-negative"),
     ("students.seedz=[1]", r"^--set students.seedz=\[1\]: .*unknown key\(s\) \['students.seedz'\]"),
-    ("students.hparams.tau=-0.5", r"^--set students.hparams.tau=-0.5: .*students.hparams: tau=-0.5 must be > 0"),
-    ("students.hparams.tauu=1", r"^--set students.hparams.tauu=1: .*unknown key\(s\) \['tauu'\]"),
+    ("students.hparams.ckd.tau=-0.5", r"^--set students.hparams.ckd.tau=-0.5: .*students.hparams.ckd: tau=-0.5 must be > 0"),
+    ("students.hparams.ckd.tauu=1", r"^--set students.hparams.ckd.tauu=1: .*unknown option\(s\) \['tauu'\] of method 'ckd'"),
+    ("students.hparams.tau=0.5", r"^--set students.hparams.tau=0.5: .*give it in the method's own section.*"
+                                 r"--set students.hparams.ckd.tau=0.5"),
     ("students.methods=[vt, crd]", r"^--set students.methods=\[vt, crd\]: .*students.methods\[1\]='crd'"),
     ("resources.gpu=-1", r"^--set resources.gpu=-1: .*resources.gpu=-1"),
     ("name=a b", r"^--set name=a b: .*name='a b'"),

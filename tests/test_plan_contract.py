@@ -61,7 +61,7 @@ def test_every_shipped_config_plans_every_stage_into_trial_specs(path, tmp_path)
     expected = {"teachers"} if teacher_cells(cfg) else set()
     expected |= {"sweep"} if cfg.sweep.spaces else set()
     expected |= {"grid"} if cfg.grid.enabled else set()
-    expected |= {"ablations"} if (cfg.ablations.k_values or cfg.ablations.efficiency_volumes) else set()
+    expected |= {"ablations"} if (cfg.ablations.vary or cfg.ablations.efficiency_volumes) else set()
     assert stages == expected
 
 

@@ -26,8 +26,8 @@ def test_report_writes_everything(store, tmp_path):
     for text in ("# Study report: demo", "code version: `deadbee`", "### Table I: FaceForensics++ Deepfakes (test ACC)",
                  "### Table I: FaceForensics++ Deepfakes (test AUC)", "33 cell(s):", "RuntimeError: boom",
                  "+0.047 [+0.032, +0.061] (n=3)", "+0.050, n/a (1 seed)",
-                 "![Fig. 4: test accuracy against K (CKD), mean and 95 % interval over seeds; "
-                 "vector version fig4_k.pdf](fig4_k.png)",
+                 "![Ablation of CKD's K (negatives): test accuracy, mean and 95 % interval over seeds (dotted: "
+                 "the paper's value, 32); vector version fig4_k.pdf](fig4_k.png)",
                  "```yaml\nname: demo", "git checkout deadbee", f"study report --workdir {store['root']} --study demo"):
         assert text in md, text
     for target in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:

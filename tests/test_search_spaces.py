@@ -66,7 +66,8 @@ def test_space_keys_are_what_an_optuna_trial_sees(name):
 
 
 def test_every_method_space_searches_the_same_optimiser_knobs():
-    for name in ("vt", "kd", "rkd", "ckd"):
+    from trainables.methods import method_names
+    for name in method_names():  # every declared method: its own space is named after it
         assert {"batch_size", "lr", "weight_decay"} <= set(space_keys(name, name, 100)), name
     assert space_keys("rkd", "rkd", 100) == ("batch_size", "lam", "lr", "rkd_angle_w", "rkd_distance_w",
                                              "weight_decay")

@@ -78,13 +78,26 @@ def test_paper_configs_use_the_papers_hyperparameters(tmp_path):
     ({"students.methods": ["vt", "crd"]}, r"students.methods\[1\]='crd'"),
     ({"students.pairs": ["r->resnet9000"]}, "unknown model 'resnet9000'"),
     ({"students.pairs": ["q->test_resnet"]}, "teacher 'q' is not among teachers"),
-    ({"students.hparams": {"k": 0}}, "k=0 must be > 0"),
-    ({"students.hparams": {"tau": -0.1}}, "tau=-0.1 must be > 0"),
-    ({"students.hparams": {"tau": "low"}}, "tau='low' is not a valid float"),
+    ({"students.hparams": {"ckd": {"k": 0}}}, "k=0 must be > 0"),
+    ({"students.hparams": {"ckd": {"tau": -0.1}}}, "tau=-0.1 must be > 0"),
+    ({"students.hparams": {"ckd": {"tau": "low"}}}, "tau='low' is not a valid float"),
+    # a method's option given flat: refused, with the nested form to write instead
+    ({"students.hparams": {"tau": 0.1}}, r"students.hparams.tau: 'tau' is an option of ckd, not a common "
+                                         r"hyperparameter: .*students.hparams: \{ckd: \{tau: 0.1\}\} "
+                                         r"\(on the command line: --set students.hparams.ckd.tau=0.1\)"),
+    ({"students.hparams": {"ckd": {"lr": 0.1}}}, r"unknown option\(s\) \['lr'\] of method 'ckd'.*\['lr'\] are common"),
+    ({"students.hparams": {"ckd": {"kd_t": 2.0}}}, r"unknown option\(s\) \['kd_t'\] of method 'ckd'"),
+    ({"students.hparams": {"ckd": 3}}, r"students.hparams.ckd: 3 must be a mapping of ckd's options"),
     ({"sweep": {"spaces": {"ckd": "nope"}}}, "unknown search space"),
     ({"sweep": {"spaces": {"kd": "kd"}}}, "method 'kd' is not in students.methods"),
     ({"sweep": {"spaces": {"ckd": "ckd"}, "metric": "test_acc"}}, "select on validation"),
     ({"ablations": {"k_values": [0, 8]}}, "K must be > 0"),
+    ({"ablations": {"vary": {"ckd.k": [0, 8]}}}, "k=0 must be > 0"),
+    ({"ablations": {"vary": {"ckd.embed_dim": [64, 128]}}}, r"ablations.vary.ckd.embed_dim=.*not an ablatable option"),
+    ({"ablations": {"vary": {"nosuch.k": [4]}}}, r"not an ablatable option: write <method>.<option>, one of \[.*'ckd.k'"),
+    ({"ablations": {"vary": {"ckd.k": [4], "ckd.tau": []}}}, r"ablations.vary.ckd.tau=\[\]: give a list of values"),
+    ({"ablations": {"vary": {"ckd.k": [4, 4]}}}, "a value is given twice"),
+    ({"ablations": {"vary": {"ckd.k": [4]}, "k_values": [8]}}, "give ablations.vary or the older k_values, not both"),
     ({"name": "a b"}, "name='a b'"),
     ({"resources": {"gpu": -1}}, "resources.gpu"),
     ({"resources": {"loader_workers": -1}}, r"resources.loader_workers=-1: must be >= 0"),
@@ -107,9 +120,12 @@ def test_an_ablation_with_points_needs_three_seeds(ablations, key, tmp_path):
 
 def test_ablation_seeds_default_to_three_and_matter_only_with_points(tmp_path):
     cfg = parse_config(tiny(tmp_path / "d", ablations={"k_values": [4], "efficiency_volumes": [10]}), "c.yaml", tmp_path)
-    assert cfg.ablations.k_seeds == (0, 1, 2) and cfg.ablations.efficiency_seeds == (0, 1, 2)
+    assert cfg.ablations.vary_seeds == (0, 1, 2) and cfg.ablations.efficiency_seeds == (0, 1, 2)
+    assert [(v.method, v.option, v.values) for v in cfg.ablations.vary] == [("ckd", "k", (4,))]  # the older k_values
     cfg = parse_config(tiny(tmp_path / "d", ablations={"k_seeds": [0]}), "c.yaml", tmp_path)  # no K ablation
-    assert cfg.ablations.k_seeds == (0,) and not cfg.ablations.k_values
+    assert cfg.ablations.vary_seeds == (0,) and not cfg.ablations.vary
+    cfg = parse_config(tiny(tmp_path / "d", ablations={"vary": {"ckd.tau": ["0.1", 1]}}), "c.yaml", tmp_path)
+    assert cfg.ablations.vary[0].values == (0.1, 1.0)  # typed as the option's annotation says
 
 
 def test_missing_data_root_is_named(tmp_path):
@@ -132,7 +148,7 @@ def test_yaml_is_plain_data_only(text, match, tmp_path):
 
 
 def test_cli_exits_2_and_writes_nothing(tmp_path):
-    raw = tiny(tmp_path / "d", **{"students.hparams": {"k": -3}})
+    raw = tiny(tmp_path / "d", **{"students.hparams": {"ckd": {"k": -3}}})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
     work = tmp_path / "work"

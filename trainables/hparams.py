@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, Union
 
 from trainables.errors import ConfigError
 
@@ -126,9 +129,9 @@ class HParams:
                 f"{where}: unknown key(s) {unknown} for method {method!r}; known keys are "
                 f"{sorted({*common, *own})}"
             )
-        defaults, opt_defaults = cls(method=method), opt_cls()
-        values = {k: _cast(k, v, type(getattr(defaults, k)), where) for k, v in config.items() if k in common}
-        opts = {k: _cast(k, v, type(getattr(opt_defaults, k)), where) for k, v in config.items() if k in own}
+        kinds, opt_kinds = option_types(cls, where), option_types(opt_cls, where)
+        values = {k: _cast(k, v, kinds[k], where) for k, v in config.items() if k in common}
+        opts = {k: _cast(k, v, opt_kinds[k], where) for k, v in config.items() if k in own}
         hp = cls(**values, options=opt_cls(**opts))
         hp.validate(where)
         return hp
@@ -169,6 +172,15 @@ class HParams:
             validate(where)
 
 
+def for_method(hparams: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """A trial's flat keys from a config's scoped hyperparameters: the common keys, then the
+    method's own section (`{"lr": 0.002, "ckd": {"tau": 0.1}}` gives CKD `lr` and `tau`, KD
+    only `lr`). Other methods' sections are dropped; the flat form is what a trial logs."""
+    from trainables.methods import METHODS
+    flat = {k: v for k, v in hparams.items() if k not in METHODS}
+    return {**flat, **dict(hparams.get(method) or {})}
+
+
 def steps_per_epoch(n: int, hp: HParams) -> int:
     """Optimiser steps an epoch of `n` training images takes: a pass over them, or more when
     `min_steps` spread over the epochs asks for more."""
@@ -202,8 +214,67 @@ def check(obj: Any, where: str, *, choices: Mapping[str, Iterable] = {}, positiv
             raise bad(key, "must be in [0, 1)")
 
 
-def _cast(name: str, value: Any, kind: type, where: str) -> Any:
-    """Cast a YAML/Optuna/MLflow value to the field's type, refusing lossy or odd casts."""
+# the field types a config, an Optuna trial and an MLflow param (a string) can all give
+SCALARS = (bool, int, float, str)
+
+
+def option_types(cls: type, where: str = "hyperparameters") -> dict[str, Any]:
+    """Field name -> its annotated type, for the dataclass `cls` (HParams or a method's options);
+    ConfigError naming a field whose type a config cannot give (supported: bool, int, float, str,
+    `X | None`, `Literal[...]` of those, `tuple[X, ...]`)."""
+    kinds = _hints(cls)
+    for f in fields(cls):
+        if f.name != "options" and not _readable(kinds[f.name]):
+            raise ConfigError(f"{where}: option {f.name!r} of {cls.__name__} is annotated {kinds[f.name]!r}, which a "
+                              "config cannot give: use bool, int, float, str, X | None, Literal[...] or tuple[X, ...]")
+    return kinds
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _readable(kind: Any) -> bool:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind in SCALARS or kind is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return all(a is type(None) or _readable(a) for a in args)
+    if origin is Literal:
+        return all(type(a) in SCALARS for a in args)
+    if origin is tuple:
+        return len(args) == 2 and args[1] is Ellipsis and args[0] in SCALARS
+    return False
+
+
+def _cast(name: str, value: Any, kind: Any, where: str) -> Any:
+    """Cast a YAML/Optuna/MLflow value to the field's annotated type, refusing lossy or odd casts."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _cast(name, value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {name}={value!r} is not a valid {_type_text(kind)}")
+    if origin is Literal:
+        for allowed in args:
+            if value == allowed and type(value) is type(allowed) or (isinstance(value, str) and value == str(allowed)):
+                return allowed
+        raise ConfigError(f"{where}: {name}={value!r} is not one of {list(args)}")
+    if origin is tuple:
+        try:
+            items = _names(value) if args[0] is str else _items(value)
+            return tuple(_cast(name, v, args[0], where) for v in items)
+        except (TypeError, ValueError, SyntaxError, ConfigError):
+            what = "names" if args[0] is str else args[0].__name__
+            raise ConfigError(f"{where}: {name}={value!r} is not a valid list of {what}") from None
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -227,12 +298,24 @@ def _cast(name: str, value: Any, kind: type, where: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-        if kind is tuple:
-            return _names(value)
     except (TypeError, ValueError, SyntaxError):
         pass
-    what = "list of names" if kind is tuple else kind.__name__
-    raise ConfigError(f"{where}: {name}={value!r} is not a valid {what}")
+    raise ConfigError(f"{where}: {name}={value!r} is not a valid {_type_text(kind)}")
+
+
+def _type_text(kind: Any) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+
+
+def _items(value: Any) -> list:
+    """A list of values from a YAML list or the string MLflow logs ("(1, 2)")."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = ast.literal_eval(text) if text[:1] in "([" else [v.strip() for v in text.split(",") if v.strip()]
+        value = [value] if not isinstance(value, (list, tuple)) else value
+    if not isinstance(value, (list, tuple)):
+        raise ValueError
+    return list(value)
 
 
 def _names(value: Any) -> tuple[str, ...]:

@@ -27,8 +27,9 @@ class RunTags:
     pair: str = ""  # "teachers->student"
     teacher_name: str = ""  # a teacher run's own name
     hparams_from: str = ""  # sweep | paper | from_run: where the grid's hyperparameters came from
-    ablation: str = ""  # k | efficiency
-    k: int | None = None  # the K ablation's K
+    ablation: str = ""  # efficiency, or the option an ablation varies (k: the paper's Fig. 4 K)
+    k: int | None = None  # the K ablation's K, as runs recorded before `value` existed give it
+    value: str = ""  # the varied option's value in an ablation of an option (its text, as MLflow keeps it)
     space: str = ""  # a sweep trial's search space
     config_hash: str = ""  # what was trained (TrialSpec identity + hyperparameters), set by the plan
     budget: int | None = None  # the budget stage's trial: the min_steps it tries
@@ -81,6 +82,8 @@ class RunTags:
                 values[f.name] = (parsed if parsed is not None else -1) if f.name == "seed" else parsed
             else:
                 values[f.name] = "" if raw is None else str(raw)
+        if not values["value"] and values["ablation"] == "k" and values["k"] is not None:
+            values["value"] = str(values["k"])  # a K-ablation run recorded before `value` existed
         return cls(**values)
 
 

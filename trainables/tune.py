@@ -26,6 +26,7 @@ from ray import tune
 from trainables.hparams import HParams
 from trainables.record import RunTags
 from trainables.serving import META_FILE as MODEL_META_FILE, WEIGHTS_FILE as MODEL_FILE
+from trainables.spec import split_config  # noqa: F401  (the one decoding, torch-free; re-exported)
 from trainables.trial import TrialSpec, run_trial
 
 STATE_FILE = "state.pt"
@@ -46,16 +47,6 @@ EXPORT_STAGES = ("teachers",)
 
 class InjectedFault(RuntimeError):
     pass
-
-
-def split_config(config: dict[str, Any]) -> tuple[TrialSpec, HParams, RunTags]:
-    """A trial config is {"cell": `study.plan.Cell.config()`} plus the searched hyperparameters
-    at top level (a sweep), which go on top of the cell's."""
-    cell = config["cell"]
-    searched = {k: v for k, v in config.items() if k != "cell"}
-    tags = RunTags.from_mlflow(cell["tags"])
-    hp = HParams.from_dict({**cell["hparams"], **searched}, where=f"trial {tags.cell}")
-    return TrialSpec.from_dict(cell["spec"]), hp, tags
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:

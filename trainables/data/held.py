@@ -11,7 +11,7 @@ from typing import Callable, Hashable
 
 import torch
 
-DEFAULT_BUDGET = 512 * 1024**2
+from trainables.spec import DEFAULT_BUDGET  # noqa: E402,F401
 
 
 class HeldSets:

@@ -36,27 +36,8 @@ from trainables.data.subsets import _split_rows, pick_order
 from trainables.data.synthetic import self_blend
 from trainables.errors import ConfigError, DataError
 
-SOURCES = ("train_unlabeled", "sbi")
+from trainables.spec import SOURCES, TransferSpec  # noqa: E402,F401  (torch-free: a trial's spec holds it)
 UNLABELED_STREAM = 2  # pick_order's stream for the transfer draw (0 and 1: the subset's classes)
-
-
-@dataclass(frozen=True)
-class TransferSpec:
-    """Which unlabeled transfer set a student trains beside its subset."""
-
-    source: str  # one of SOURCES
-    size: int  # images in the set
-
-    def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ConfigError(f"transfer source={self.source!r} is not one of {list(SOURCES)}")
-        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 1:
-            raise ConfigError(f"transfer size={self.size!r} must be an integer >= 1")
-
-    @property
-    def label(self) -> str:
-        """How a run records it: "train_unlabeled:2000"."""
-        return f"{self.source}:{self.size}"
 
 
 @dataclass(frozen=True)

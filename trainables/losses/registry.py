@@ -49,16 +49,32 @@ def register_loss(name: str) -> Callable[[T], T]:
 
 
 def check_complete() -> None:
-    """Every declared method has a registered term (run once all of this package is imported)."""
-    missing = sorted(set(method_names()) - set(LOSSES))
+    """Every declared method has a registered term (run once all of this package is imported;
+    a method declared outside this project has its loss module imported here)."""
+    import importlib
+    for name in sorted(set(method_names()) - set(LOSSES)):
+        try:
+            importlib.import_module(method_spec(name).loss)
+        except ModuleNotFoundError:
+            pass
+    # this project's methods must be whole at import; another package's are checked when used (get_method)
+    missing = sorted(m for m in set(method_names()) - set(LOSSES)
+                     if method_spec(m).module.startswith("trainables.methods"))
     if missing:
         raise TypeError(f"methods {missing} are declared in trainables.methods but no loss registers them")
 
 
 def get_method(name: str, where: str = "hyperparameters") -> type["DistillTerm"]:
     """The registered term of method `name` (ConfigError naming the known methods)."""
-    method_spec(name, where)
+    spec = method_spec(name, where)
     import trainables.losses  # noqa: F401  (importing the package registers every term)
+    if name not in LOSSES:  # declared after the package was imported (a method of another package)
+        import importlib
+        importlib.import_module(spec.loss)
+    if name not in LOSSES:
+        from trainables.errors import ConfigError
+        raise ConfigError(f"{where}: method {name!r}: its loss module {spec.loss!r} registers no term: "
+                          f"decorate its DistillTerm with @register_loss({name!r})")
     return LOSSES[name]
 
 
