@@ -21,8 +21,8 @@ def test_the_papers_methods_are_registered_and_vt_is_the_baseline():
 
 
 def test_unknown_method_lists_registered():
-    with pytest.raises(ConfigError, match=r"method='fitnet' is not one of \['vt', .*'ckd'"):
-        HParams(method="fitnet")
+    with pytest.raises(ConfigError, match=r"method='dkd' is not one of \['vt', .*'ckd'.*'fitnet'"):
+        HParams(method="dkd")
 
 
 def test_teacher_count_mismatch_is_config_error():
@@ -89,14 +89,18 @@ def test_every_registered_loss_builds_and_trains(method, symmetric):
     torch.manual_seed(0)
     m, b = 20, 6
     labels = torch.tensor([0, 1] * (m // 2))
-    ctx = LossContext(student_dim=8, teacher_dims=(16,), train_labels=labels)
-    loss = build_loss(HParams.from_dict(HParams.subset(dict(method=method, k=4, symmetric=symmetric), method)), ctx)
+    hp = HParams.from_dict(HParams.subset(dict(method=method, k=4, symmetric=symmetric), method))
+    stages = len(hp.map_stages)  # a method that reads feature maps gets one (B, C, H, W) per stage
+    ctx = LossContext(student_dim=8, teacher_dims=(16,), train_labels=labels, student_maps=((3, 4, 4),) * stages,
+                      teacher_maps=(((5, 4, 4),) * stages,))
+    loss = build_loss(hp, ctx)
     assert isinstance(loss, StudentLoss)
     index = torch.randperm(m)[:b]
     features = torch.randn(b, 8, requires_grad=True)
     head = torch.randn(8, 2)
-    student = Outputs(features @ head, features)  # logits from features, as in the model
-    teacher = Outputs(torch.randn(b, 2), torch.randn(b, 16))
+    to_map = torch.randn(8, 3 * 4 * 4)  # the student's maps from its features, so that gradients reach them
+    student = Outputs(features @ head, features, tuple((features @ to_map).view(b, 3, 4, 4) for _ in range(stages)))
+    teacher = Outputs(torch.randn(b, 2), torch.randn(b, 16), tuple(torch.randn(b, 5, 4, 4) for _ in range(stages)))
     total, logs = loss(student, [teacher], labels[index], index)
     total.backward()
     assert total.dim() == 0 and torch.isfinite(total)

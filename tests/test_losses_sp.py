@@ -201,3 +201,29 @@ def test_sp_space_searches_lambda_on_a_log_range_and_the_common_knobs():
     lam = trial.distributions["lam"]
     assert (lam.low, lam.high, lam.log) == (3.0, 300.0, True)  # two decades around the default 30
     assert lam.low < 30.0 < lam.high
+
+
+def test_sp_on_the_last_stage_map_equals_repdistillers_similarity():
+    """`reads: map`: the SP term on (B, C, H, W) maps flattened to (B, C*H*W). Checked against
+    RepDistiller's `distiller_zoo/SP.py` `Similarity` (commit b84f547c5db6a35318d4671d7d5c4de74c822403)
+    on identical tensors: torch.manual_seed(0); f_s = randn(4, 3, 4, 4); f_t = randn(4, 5, 2, 2);
+    the recorded values are what it gave (loss, and the student map's gradient)."""
+    from trainables.hparams import HParams
+    from trainables.losses import LossContext, Outputs, build_loss
+
+    torch.manual_seed(0)
+    f_s = torch.randn(4, 3, 4, 4).requires_grad_(True)
+    f_t = torch.randn(4, 5, 2, 2)
+    hp = HParams.from_dict({"method": "sp", "reads": "map", "lam": 1.0})
+    assert hp.map_stages == (-1,) and HParams.from_dict({"method": "sp"}).map_stages == ()
+    loss = build_loss(hp, LossContext(student_dim=8, teacher_dims=(8,), train_labels=torch.tensor([0, 1, 0, 1]),
+                                      student_maps=((3, 4, 4),), teacher_maps=(((5, 2, 2),),)))
+    term = loss.terms[0]
+    student = Outputs(torch.zeros(4, 2), torch.randn(4, 8), (f_s,))  # features unused when it reads maps
+    teacher = Outputs(torch.zeros(4, 2), torch.randn(4, 8), (f_t,))
+    value = term(student, teacher, torch.tensor([0, 1, 0, 1]), torch.arange(4))
+    value.backward()
+    assert value.item() == pytest.approx(0.019431795924901962, rel=1e-6)
+    assert f_s.grad.sum().item() == pytest.approx(0.005807666573673487, rel=1e-5)
+    assert f_s.grad.norm().item() == pytest.approx(0.01774233765900135, rel=1e-5)
+    assert f_s.grad[0, 0, 0, :2].tolist() == pytest.approx([-0.0012148140231147408, 0.0007295432733371854], rel=1e-5)

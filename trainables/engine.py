@@ -44,6 +44,7 @@ from trainables.device import (  # noqa: F401  (re-exported: the engine's API)
 )
 from trainables.hparams import HParams, steps_per_epoch  # noqa: F401  (steps_per_epoch: re-exported)
 from trainables.losses import LossContext, Mix, Outputs, TransferRows, baseline_method, build_loss, needs_teachers
+from trainables.methods import method_spec
 from trainables.metrics import compute_metrics
 from trainables.models import Detector
 from trainables.rng import rng_state, set_rng_state, set_seed  # noqa: F401  (set_seed: re-exported)
@@ -95,11 +96,36 @@ def prepare_teacher(teacher: Detector, device: torch.device, hp: HParams) -> Det
 
 
 @torch.no_grad()
-def teacher_forward(teacher: Detector, x: Tensor, device: torch.device, hp: HParams) -> Outputs:
-    """A frozen teacher's float32 outputs on a normalised batch (as the cache stores them)."""
+def teacher_forward(teacher: Detector, x: Tensor, device: torch.device, hp: HParams,
+                    stages: Sequence[int] = ()) -> Outputs:
+    """A frozen teacher's float32 outputs on a normalised batch (as the cache stores them), with
+    its feature maps at `stages` when the method reads maps."""
+    return model_outputs(teacher, x, device, hp, stages)
+
+
+def model_outputs(model: Detector, x: Tensor, device: torch.device, hp: HParams, stages: Sequence[int] = ()) -> Outputs:
+    """A model's float32 outputs on a normalised batch: the maps at `stages` only when asked for
+    (a method that reads none runs the plain forward)."""
     with autocast(device, hp):
-        z, logits = teacher(x)
-    return Outputs(logits=logits.float(), features=z.float())
+        if stages:
+            z, logits, maps = model.forward_maps(x, stages)
+        else:
+            (z, logits), maps = model(x), ()
+    return Outputs(logits=logits.float(), features=z.float(), maps=tuple(m.float() for m in maps))
+
+
+def map_shapes(model: Detector, stages: Sequence[int], image_size: int) -> tuple[tuple[int, int, int], ...]:
+    """(C, H, W) of `model`'s maps at `stages` for images of `image_size`: one probe image in eval
+    mode (no batch-norm statistics change), on the model's device."""
+    if not stages:
+        return ()
+    param = next(model.parameters())
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        _, _, maps = model.forward_maps(torch.zeros(1, 3, image_size, image_size, device=param.device), stages)
+    model.train(was)
+    return tuple(tuple(int(d) for d in m.shape[1:]) for m in maps)
 
 
 class TeacherCache:
@@ -337,6 +363,7 @@ class _Run:
     transfer: Tensor | None = None  # (N, 3, S, S) uint8 unlabeled transfer images (distilling runs only)
     t_caches: list[TeacherCache] = field(default_factory=list)  # the teachers' outputs on them
     t_gen: torch.Generator | None = None  # the transfer batches' own stream
+    stages: tuple[int, ...] = ()  # the feature-map stages the method reads (student and teachers)
 
     @classmethod
     def build(cls, model: Detector, teachers: Sequence[Detector], train: TrainData, hp: HParams,
@@ -346,11 +373,19 @@ class _Run:
         sources = teacher_caches if teacher_caches is not None else teachers
         if transfer is not None:
             _check_transfer(transfer, train)
+        distils = needs_teachers(hp.method)
+        stages = method_spec(hp.method).map_stages(hp.options) if distils else ()
+        if stages and teacher_caches is not None:
+            raise ValueError(f"method {hp.method!r} reads feature maps (stages {list(stages)}), which a teacher "
+                             "cache does not hold: pass the teacher models, which then run live")
+        size = int(train.images.shape[-1]) if isinstance(train, ImageSet) else 0
         loss_fn = build_loss(hp, LossContext(
             student_dim=model.feature_dim,
-            teacher_dims=tuple(t.feature_dim for t in sources) if needs_teachers(hp.method) else (),
+            teacher_dims=tuple(t.feature_dim for t in sources) if distils else (),
             train_labels=train.labels,
             num_transfer=0 if transfer is None else len(transfer),
+            student_maps=map_shapes(model, stages, size),
+            teacher_maps=tuple(map_shapes(t.to(device), stages, size) for t in teachers) if stages else (),
         )).to(device)
         caches: list[TeacherCache] = []
         t_caches: list[TeacherCache] = []
@@ -359,7 +394,7 @@ class _Run:
             if not isinstance(train, ImageSet):
                 raise ValueError(f"method {hp.method!r} distils on a subset held in memory (ImageSet); "
                                  f"a streamed FileSet is for vanilla training of full splits")
-            if not hp.teacher_cacheable:  # new views every step: the teachers see each of them
+            if stages or not hp.teacher_cacheable:  # maps, or new views every step: the teachers run live
                 if teacher_caches is not None:
                     raise ValueError(f"teacher_caches were given but augment={list(hp.augment)} makes new "
                                      "views every step: pass the teacher models, which then run live")
@@ -388,7 +423,7 @@ class _Run:
         sched = make_scheduler(opt, hp, per_epoch * hp.epochs, per_epoch * hp.warmup_epochs)
         t_gen = None if transfer is None else torch.Generator().manual_seed(transfer_seed(hp.seed))
         return cls(model, loss_fn, opt, sched, torch.Generator().manual_seed(hp.seed), per_epoch, hp, device,
-                   train.labels.to(device), caches, live, transfer, t_caches, t_gen)
+                   train.labels.to(device), caches, live, transfer, t_caches, t_gen, stages)
 
     def transfer_plan(self) -> list[tuple[Tensor, Tensor] | None]:
         """This epoch's transfer batches, one per step (None each without a transfer set)."""
@@ -411,11 +446,9 @@ class _Run:
             t_views, t_mix = self._views(self.transfer[t_batch[0]].to(device, non_blocking=True), t_flips, self.t_gen)
             views = torch.cat([views, t_views])
         x = to_input(views, device, memory_format(device, hp))
-        with autocast(device, hp):
-            z, logits = self.model(x)
-        student = Outputs(logits=logits.float(), features=z.float())
+        student = model_outputs(self.model, x, device, hp, self.stages)
         if self.live:
-            teacher_out = [teacher_forward(t, x, device, hp) for t in self.live]
+            teacher_out = [teacher_forward(t, x, device, hp, self.stages) for t in self.live]
         else:
             teacher_out = [c.lookup(idx_dev, flips_dev) for c in self.caches]
         rows = None
@@ -488,8 +521,7 @@ def transfer_seed(seed: int) -> int:
 
 def _split(out: Outputs, b: int) -> tuple[Outputs, Outputs]:
     """(rows :b, rows b:) of a model's outputs."""
-    return (Outputs(logits=out.logits[:b], features=out.features[:b]),
-            Outputs(logits=out.logits[b:], features=out.features[b:]))
+    return out.rows(slice(None, b)), out.rows(slice(b, None))
 
 
 def _check_transfer(transfer: Tensor, train: TrainData) -> None:

@@ -100,6 +100,19 @@ class HParams:
         applied. Otherwise every step makes new views and the teachers run live on them."""
         return set(self.augmentations) <= set(CACHEABLE_AUGMENTATIONS)
 
+    @property
+    def map_stages(self) -> tuple[int, ...]:
+        """The feature-map stages this method reads with these options (its declaration); ()
+        for a method that reads the pooled embedding and logits only."""
+        from trainables.methods import method_spec
+        return method_spec(self.method).map_stages(self.options)
+
+    @property
+    def teachers_cached(self) -> bool:
+        """Whether the teachers' outputs are computed once and cached: flips only, and no maps
+        (a cache holds logits and embeddings). Otherwise the teachers run live every step."""
+        return self.teacher_cacheable and not self.map_stages
+
     @staticmethod
     def common_keys() -> tuple[str, ...]:
         return tuple(f.name for f in fields(HParams) if f.name != "options")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Sequence
 
 import timm
 import torch
@@ -44,6 +45,31 @@ class Detector(nn.Module):
         z = self.backbone.forward_head(feats, pre_logits=True)  # (B, D)
         logits = self.backbone.get_classifier()(z)  # (B, 2)
         return z, logits
+
+    @property
+    def num_stages(self) -> int:
+        """The stages timm's `feature_info` lists (the maps a method may read, 0 the earliest)."""
+        return len(self.backbone.feature_info)
+
+    def stage_index(self, stage: int) -> int:
+        """`stage` (negative: from the last) as an index into `feature_info`; ConfigError if out of range."""
+        n = self.num_stages
+        if not -n <= stage < n:
+            raise ConfigError(f"stage {stage} is not one of {self.name}'s {n} stages "
+                              f"(0..{n - 1}, or -1..-{n} from the last)")
+        return stage % n
+
+    def forward_maps(self, x: Tensor, stages: Sequence[int]) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """(z, logits, maps): `forward`'s outputs and the feature maps (B, C, H, W) at `stages`
+        (indices into `feature_info`, negative from the last), from one pass of timm's
+        `forward_intermediates` (the same z and logits as `forward`)."""
+        wanted = [self.stage_index(s) for s in stages]
+        take = sorted(set(wanted))
+        final, maps = self.backbone.forward_intermediates(x, indices=take)
+        z = self.backbone.forward_head(final, pre_logits=True)
+        logits = self.backbone.get_classifier()(z)
+        at = dict(zip(take, maps))
+        return z, logits, tuple(at[i] for i in wanted)
 
 
 def create_model(name: str, weights: str | Path | None = None, **timm_kwargs) -> Detector:

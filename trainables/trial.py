@@ -230,11 +230,11 @@ def run_trial(spec: TrialSpec, hp: HParams, *, on_epoch: EpochCallback | None = 
     model = create_model(spec.arch, weights=spec.weights)
     device = pick_device(spec.device)
     caches, teachers, extra_caches = None, [], None
-    if distils and hp.teacher_cacheable:
+    if distils and hp.teachers_cached:
         caches = teacher_outputs(spec, hp, frame, train, device)
         if extra is not None:
             extra_caches = cached_outputs(spec, hp, extra.keys, extra.images, device)
-    elif distils:  # new views every step: the teachers run live on them
+    elif distils:  # new views every step, or feature maps: the teachers run live
         teachers = load_teachers(spec.teachers)
     result = train_student(model, teachers, train, val, hp, device=device, on_epoch=on_epoch, resume=resume,
                            teacher_caches=caches, transfer=None if extra is None else extra.images,

@@ -21,6 +21,13 @@ class Outputs:
 
     logits: Tensor  # (B, C), C = 2
     features: Tensor  # (B, D) pooled penultimate features (timm forward_head(pre_logits=True))
+    # (B, C_i, H_i, W_i) feature maps at the stages the method declares it reads (its options'
+    # `map_stages()`, in that order); () for a method that reads none, which pays nothing for them
+    maps: tuple[Tensor, ...] = ()
+
+    def rows(self, sel: slice) -> "Outputs":
+        """The outputs of rows `sel` of the batch."""
+        return Outputs(self.logits[sel], self.features[sel], tuple(m[sel] for m in self.maps))
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,15 @@ class LossContext:
     teacher_dims: tuple[int, ...]  # one per teacher; empty for vt
     train_labels: Tensor  # (M,) long: label of every training image, by dataset index 0..M-1
     num_transfer: int = 0  # N unlabeled transfer images, dataset indices M..M+N-1 (label UNLABELED)
+    # (C, H, W) of the student's maps and of each teacher's, at the method's stages (map_stages)
+    student_maps: tuple[tuple[int, int, int], ...] = ()
+    teacher_maps: tuple[tuple[tuple[int, int, int], ...], ...] = ()
+    teacher: int = 0  # which teacher a term distils from (StudentLoss gives each term its own)
+
+    @property
+    def own_teacher_maps(self) -> tuple[tuple[int, int, int], ...]:
+        """(C, H, W) of this term's teacher's maps."""
+        return self.teacher_maps[self.teacher] if self.teacher_maps else ()
 
     @property
     def num_data(self) -> int:

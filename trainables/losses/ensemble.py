@@ -5,6 +5,7 @@ what CRD's author recommends for several teachers (answered on CRD's issue track
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -32,7 +33,8 @@ class StudentLoss(nn.Module):
                 "(teacher_dims is empty): give at least one teacher, or use method='vt'"
             )
         self.terms = nn.ModuleList(
-            term_cls(hp, ctx.student_dim, dim, ctx) for dim in ctx.teacher_dims[: self.num_teachers]
+            term_cls(hp, ctx.student_dim, dim, replace(ctx, teacher=i))
+            for i, dim in enumerate(ctx.teacher_dims[: self.num_teachers])
         )
 
     def forward(
@@ -75,4 +77,5 @@ class StudentLoss(nn.Module):
 
 def _rows(a: Outputs, b: Outputs) -> Outputs:
     """The rows of `a` then those of `b`."""
-    return Outputs(logits=torch.cat([a.logits, b.logits]), features=torch.cat([a.features, b.features]))
+    return Outputs(logits=torch.cat([a.logits, b.logits]), features=torch.cat([a.features, b.features]),
+                   maps=tuple(torch.cat([x, y]) for x, y in zip(a.maps, b.maps)))

@@ -45,7 +45,11 @@ def sp_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 @register_loss("sp")
 class SP(DistillTerm):
-    """Similarity-preserving KD on penultimate features (logits unused)."""
+    """Similarity-preserving KD on the pooled penultimate features, or (`reads: map`) on the last
+    stage's feature maps flattened to (B, C*H*W), as RepDistiller's `Similarity` reads its
+    maps (logits unused)."""
 
     def forward(self, student: Outputs, teacher: Outputs, labels: Tensor, index: Tensor) -> Tensor:
+        if self.opt.reads == "map":
+            return sp_loss(student.maps[0].flatten(1), teacher.maps[0].detach().flatten(1))
         return sp_loss(student.features, teacher.features.detach())
