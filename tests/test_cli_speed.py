@@ -55,7 +55,7 @@ def imported_after(argv: list[str]) -> tuple[int, list[str], str]:
 @pytest.mark.parametrize("argv,students,message", [
     (["--help"], None, ""),
     (["run", "--help"], None, ""),
-    (["run"], {"methods": ["vt", "crd"]}, "students.methods[1]='crd'"),
+    (["run"], {"methods": ["vt", "dkd"]}, "students.methods[1]='dkd'"),
     (["run"], {"hparams": {"ckd": {"tau": -1.0}}}, "tau=-1.0 must be > 0"),
     (["run", "--set", "students.seeds=[-1]"], {}, "--set students.seeds=[-1]"),
     (["run", "--set", "studnets.seeds=[0]"], {}, "'studnets' is not a section"),
@@ -103,7 +103,7 @@ def best_times(commands: list[list[str]], rounds: int = 5) -> list[float]:
 
 
 def test_a_config_error_costs_a_few_interpreter_starts(tmp_path):
-    config = bad_config(tmp_path, methods=["vt", "crd"])
+    config = bad_config(tmp_path, methods=["vt", "dkd"])
     python, error = best_times([
         [sys.executable, "-c", "pass"],
         [sys.executable, "-m", "study.cli", "run", config, "--workdir", str(tmp_path / "w")],

@@ -21,7 +21,7 @@ def test_casts_strings_and_floats_from_mlflow_and_optuna():
     ({"method": "ckd", "k": 0}, "k=0 must be > 0"),
     ({"method": "ckd", "k": 2.5}, "k=2.5 is not a valid int"),
     ({"method": "ckd", "tau": -1.0}, "tau=-1.0 must be > 0"),
-    ({"method": "crd"}, "method='crd' is not one of"),
+    ({"method": "dkd"}, "method='dkd' is not one of"),
     ({"method": "ckd", "z_mode": "zero"}, "z_mode='zero'"),
     ({"method": "ckd", "momentum": 1.0}, r"momentum=1.0 must be in \[0, 1\)"),
     ({"method": "ckd", "symmetric": "maybe"}, "not a valid bool"),

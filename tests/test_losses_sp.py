@@ -142,10 +142,11 @@ def test_one_image_batch_gives_zero_on_the_graph():
 # ---- the registered method ----------------------------------------------------------------
 
 
-def test_sp_is_registered_without_options_and_is_ce_plus_lambda_sp():
+def test_sp_is_registered_with_where_it_reads_and_is_ce_plus_lambda_sp():
     assert "sp" in LOSSES and LOSSES["sp"].needs_teachers and not LOSSES["sp"].baseline
     hp = HParams.from_dict({"method": "sp", "lam": 30.0})
-    assert set(HParams.keys("sp")) == set(HParams.common_keys())  # nothing of its own
+    assert set(HParams.keys("sp")) == set(HParams.common_keys()) | {"reads"}  # its one option: where it reads
+    assert hp.options.reads == "embedding"
     torch.manual_seed(4)
     loss = build_loss(hp, LossContext(5, (7, 3), torch.tensor([0, 1] * 4)))
     assert not list(loss.parameters())

@@ -104,7 +104,7 @@ def test_the_config_is_validated_with_its_overrides(tmp_path):
     ("students.hparams.ckd.tauu=1", r"^--set students.hparams.ckd.tauu=1: .*unknown option\(s\) \['tauu'\] of method 'ckd'"),
     ("students.hparams.tau=0.5", r"^--set students.hparams.tau=0.5: .*give it in the method's own section.*"
                                  r"--set students.hparams.ckd.tau=0.5"),
-    ("students.methods=[vt, crd]", r"^--set students.methods=\[vt, crd\]: .*students.methods\[1\]='crd'"),
+    ("students.methods=[vt, dkd]", r"^--set students.methods=\[vt, dkd\]: .*students.methods\[1\]='dkd'"),
     ("resources.gpu=-1", r"^--set resources.gpu=-1: .*resources.gpu=-1"),
     ("name=a b", r"^--set name=a b: .*name='a b'"),
 ])

@@ -75,14 +75,14 @@ def test_paper_configs_use_the_papers_hyperparameters(tmp_path):
     ({"colour": 1}, r"unknown key\(s\) \['colour'\]"),
     ({"students.volumes": [0]}, r"students.volumes\[0\]=0: must be a positive even integer"),
     ({"students.volumes": [11]}, r"students.volumes\[0\]=11"),
-    ({"students.methods": ["vt", "crd"]}, r"students.methods\[1\]='crd'"),
+    ({"students.methods": ["vt", "dkd"]}, r"students.methods\[1\]='dkd'"),
     ({"students.pairs": ["r->resnet9000"]}, "unknown model 'resnet9000'"),
     ({"students.pairs": ["q->test_resnet"]}, "teacher 'q' is not among teachers"),
     ({"students.hparams": {"ckd": {"k": 0}}}, "k=0 must be > 0"),
     ({"students.hparams": {"ckd": {"tau": -0.1}}}, "tau=-0.1 must be > 0"),
     ({"students.hparams": {"ckd": {"tau": "low"}}}, "tau='low' is not a valid float"),
     # a method's option given flat: refused, with the nested form to write instead
-    ({"students.hparams": {"tau": 0.1}}, r"students.hparams.tau: 'tau' is an option of ckd, not a common "
+    ({"students.hparams": {"tau": 0.1}}, r"students.hparams.tau: 'tau' is an option of ckd and crd, not a common "
                                          r"hyperparameter: .*students.hparams: \{ckd: \{tau: 0.1\}\} "
                                          r"\(on the command line: --set students.hparams.ckd.tau=0.1\)"),
     ({"students.hparams": {"ckd": {"lr": 0.1}}}, r"unknown option\(s\) \['lr'\] of method 'ckd'.*\['lr'\] are common"),
