@@ -57,7 +57,7 @@ def test_data_throughput_smoke(tmp_path):
 def test_distill_cost_smoke(tmp_path):
     result = run_script("distill_cost", "--smoke", "--threads", "1", "--root", str(tmp_path / "data"))
     check(result, ["kd_cached", "rkd_cached", "ckd_cached", "kd_uncached", "ckd_uncached", "kd_live_aug",
-                   "kd_live_aug_vs_vt_aug"])  # live_aug: KD with crops and mixup, its teacher live
+                   "kd_live_aug_vs_vt_aug", "at_live"])  # live_aug: KD with crops and mixup, its teacher live; at_live: maps
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the full benchmark")
