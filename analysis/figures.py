@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
 
+from analysis.runs import ARM_SEPARATOR
 from analysis.stats import mean_std, t_interval
 from analysis.sweep import param_label
 from trainables.methods import method_label, method_names  # torch-free
@@ -252,6 +253,43 @@ def plot_ablation(data: pd.DataFrame, path: Path, method: str, option: str, metr
     _finish(ax, plotted, metric, param_label(option),
             f"{metric_label(metric)} against {param_label(option)} ({name})\nmean, 95 % interval over seeds")
     return _save_paper(fig, path)
+
+
+def arm_curves_data(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """The validation curve of every grid cell that ran in an arm: per (source · arm, method,
+    volume, epoch) the mean of its runs' value and the number of runs (`history`: run_id, step,
+    value, from `analysis.runs.histories`)."""
+    grid = _finished(runs)
+    grid = grid[(grid["stage"] == "grid") & grid["source"].str.contains(ARM_SEPARATOR, regex=False)] \
+        if not grid.empty else grid
+    columns = ["source", "method", "volume_n", "step", "mean", "n"]
+    if grid.empty or history.empty:
+        return pd.DataFrame(columns=columns)
+    merged = history.merge(grid[["run_id", "source", "method", "volume_n"]], on="run_id")
+    out = merged.groupby(["source", "method", "volume_n", "step"], sort=True)["value"].agg(["mean", "count"])
+    return out.reset_index().rename(columns={"count": "n"})[columns]
+
+
+def plot_arm_curves(data: pd.DataFrame, path: Path, metric: str) -> Path:
+    """Each arm's validation curves: one panel per arm (a table block `<source> · <arm>`), a line
+    per method and volume, the mean over its runs against epoch; whether they were still rising
+    when training stopped is what shows a budget too short for that arm."""
+    blocks = list(dict.fromkeys(data["source"]))
+    fig, axes = _new(width=min(4.0 * len(blocks), 16.0), ncols=len(blocks))
+    axes = list(axes) if len(blocks) > 1 else [axes]
+    for ax, block in zip(axes, blocks):
+        sub = data[data["source"] == block]
+        for (method, volume), line in sub.groupby(["method", "volume_n"], sort=True):
+            ax.plot(line["step"] + 1, line["mean"], marker=".",
+                    label=f"{_method_text(method)}, {int(volume)} img (n={int(line['n'].max())})")
+        ax.set_title(block.split(ARM_SEPARATOR, 1)[-1], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(f"{metric} (mean over runs)")
+    fig.suptitle(f"validation curves per arm: {metric} after each epoch", fontsize=9)
+    return _save(fig, path)
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis import cross, figures, render, sweep
 from analysis.sweep import param_label
-from analysis.runs import StudyRuns, load_study, metric_history, run_label
+from analysis.runs import ARM_SEPARATOR, StudyRuns, histories, load_study, metric_history, run_label
 from analysis.store import workdir_of
 from analysis.tables import TableView, build_cells, comparisons, missing_paper, views
 from analysis.tables import convergence, unconverged_warnings
@@ -99,6 +99,8 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     if "png" in formats:
         _figures(rep, metric, "csv" in formats)
         _sweep_figures(rep)
+    if "png" in formats:
+        _arm_curves(rep, uri, "csv" in formats)
     for run_id in curves:
         history = metric_history(uri, run_id)
         if history.empty:
@@ -135,6 +137,30 @@ def _figures(rep: Report, metric: str, csv: bool) -> None:
                                  + (f" (dotted: the paper's value, {paper:g})" if paper is not None else ""))
         if csv:
             rep.write_csv(data, f"{stem}.csv")
+
+
+ARM_CURVE_METRIC = "val_auc"  # the convergence diagnostic's curve (trainables.convergence)
+
+
+def _arm_curves(rep: Report, uri: str, csv: bool) -> None:
+    """A study with grid arms: each arm's validation curves (mean over seeds per method), the
+    picture behind each arm's convergence flag: a recipe that needs a longer schedule (crops
+    and mixup) shows curves still rising where flips alone have flattened."""
+    runs = rep.study.runs
+    if runs.empty or "source" not in runs:
+        return
+    grid = runs[(runs["stage"] == "grid") & (runs["status"] == "FINISHED")
+                & runs["source"].str.contains(ARM_SEPARATOR, regex=False)]
+    if grid.empty:
+        return
+    data = figures.arm_curves_data(runs, histories(uri, list(grid["run_id"]), ARM_CURVE_METRIC))
+    if data.empty:
+        return
+    path = figures.plot_arm_curves(data, rep.out / "curves_arms.png", ARM_CURVE_METRIC)
+    rep.files.append(path)
+    rep.figures[f"Validation curves per arm ({ARM_CURVE_METRIC} after each epoch, mean over each cell's runs)"] = path
+    if csv:
+        rep.write_csv(data, "curves_arms.csv")
 
 
 def _sweep_figures(rep: Report) -> None:

@@ -170,6 +170,18 @@ def metric_history(uri: str, run_id: str, keys: list[str] | None = None) -> pd.D
         .sort_values(["key", "step"]).reset_index(drop=True)
 
 
+def histories(uri: str, run_ids: list[str], key: str) -> pd.DataFrame:
+    """Long frame (run_id, step, value) of metric `key` per epoch of each run (a resumed epoch's
+    last value)."""
+    client = open_existing(uri)
+    rows = []
+    for run_id in run_ids:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        last = {m.step: m.value for m in points}
+        rows += [{"run_id": run_id, "step": step, "value": value} for step, value in sorted(last.items())]
+    return pd.DataFrame(rows, columns=["run_id", "step", "value"])
+
+
 def run_label(uri: str, run_id: str) -> str:
     run = open_existing(uri).get_run(run_id)
     tags = run.data.tags

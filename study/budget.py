@@ -7,6 +7,11 @@ the smallest one after which doubling gains less than `budget.tol` in the valida
 every method is compared at one budget at which all of them have converged. Only validation
 metrics are read: the budget trials never score the test split.
 
+With grid arms (`students.arms`: e.g. flips only against crops and mixup, which is known to
+need longer schedules), each method is budgeted in each arm (a "recipe", `recipe(method,
+arm)`: "kd" or "kd@fm"), and the volume's budget is one at which every arm of every method has
+converged.
+
 This module is the decision alone (pure: scores in, budgets to train or chosen out); the
 runner trains what `todo` asks for, round after round, and records `choose` on the parent run.
 """
@@ -16,8 +21,21 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-# (method, volume, min_steps) -> the validation metric of each finished budget trial (one per seed)
+# (recipe, volume, min_steps) -> the validation metric of each finished budget trial (one per seed)
 Scores = Mapping[tuple[str, int, int], Sequence[float]]
+
+ARM_MARK = "@"  # recipe "kd@fm": method kd in grid arm fm (arm names are identifiers: no "@")
+
+
+def recipe(method: str, arm: str | None = None) -> str:
+    """What a budget is chosen for: a method, in a grid arm when the study has arms."""
+    return method if not arm else f"{method}{ARM_MARK}{arm}"
+
+
+def split_recipe(key: str) -> tuple[str, str | None]:
+    """(method, arm or None) of a recipe."""
+    method, _, arm = key.partition(ARM_MARK)
+    return method, arm or None
 
 
 @dataclass(frozen=True)

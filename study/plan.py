@@ -129,20 +129,32 @@ def student_cell(cfg: StudyConfig, stage: str, source: str, data: Mapping, pair:
 
 
 def budget_cells(cfg: StudyConfig, teachers: TeacherMap, todo: Sequence[tuple[str, int, int]]) -> list[Cell]:
-    """The budget stage's trials for each (method, volume, min_steps): the paper's values and the
-    user's students.hparams at that budget, on `budget.seeds`, scored on validation only (the
-    test split is never read to choose a budget)."""
+    """The budget stage's trials for each (recipe, volume, min_steps): a recipe is a method, or a
+    method in a grid arm (`study.budget.recipe`: "kd@fm", trained with the arm's
+    hyperparameters and transfer set); the paper's values and the user's students.hparams at
+    that budget, on `budget.seeds`, scored on validation only (the test split is never read to
+    choose a budget)."""
+    from study.budget import split_recipe
     source, data = cfg.source_specs()[0]
     pair = cfg.students.pairs[0]
+    arms = {a.name: a for a in cfg.students.arms}
     cells = []
-    for method, volume, steps in todo:
+    for key, volume, steps in todo:
+        method, arm = split_recipe(key)
         for seed in cfg.budget.seeds:
             cells.append(student_cell(cfg, "budget", source, data, pair, pair.student, method, volume, seed,
                                       paper_hparams(method, volume), teachers, eval_splits=("val",),
                                       max_eval_per_class=cfg.budget.max_eval_per_class,
                                       tags={"budget": steps, "hparams_from": "paper"},
-                                      forced={"min_steps": steps}))
+                                      forced={"min_steps": steps}, arm=arms[arm] if arm else None))
     return cells
+
+
+def budget_recipes(cfg: StudyConfig) -> list[str]:
+    """What the budget stage budgets: each grid method, in each grid arm when there are arms."""
+    from study.budget import recipe
+    return [recipe(m, a.name) for m in cfg.students.methods for a in cfg.students.arms] or \
+        list(cfg.students.methods)
 
 
 def sweep_cells(cfg: StudyConfig, teachers: TeacherMap, budgets: Budgets | None = None) -> list[tuple[Cell, Any]]:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from study.config import StudyConfig
 from study.plan import (
-    Cell, ablation_cells, budget_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
+    Cell, ablation_cells, budget_cells, budget_recipes, given_teachers, grid_cells, sweep_cells, teacher_cells,
 )
 from trainables.hparams import for_method
 from trainables.spec import TeacherRef
@@ -40,7 +40,7 @@ def plan_stages(cfg: StudyConfig) -> list[tuple[str, list[Cell], int]]:
         out.append(("teachers", cells, len(cells)))
     if cfg.students.auto_budget:
         first = cfg.budget.start_steps
-        todo = [(m, v, first) for m in cfg.students.methods for v in (cfg.budget.volumes or cfg.students.volumes)]
+        todo = [(r, v, first) for r in budget_recipes(cfg) for v in (cfg.budget.volumes or cfg.students.volumes)]
         cells = budget_cells(cfg, teachers, todo)
         out.append(("budget", cells, len(cells)))
     searches = [cell for cell, _space in sweep_cells(cfg, teachers)] if cfg.sweep.spaces else []

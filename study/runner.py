@@ -28,10 +28,11 @@ from analysis.store import snapshot_sqlite
 from search_spaces import space_keys
 from study.config import Resources, StudyConfig, check_same_config, recorded_text
 from study.config_reader import set_options
-from study.budget import BudgetSearch, Choice
+from study.budget import BudgetSearch, Choice, recipe
 from study.per_cell import PerCellScheduler, PerCellSearch
 from study.plan import (
-    STAGES, Budgets, Cell, ablation_cells, budget_cells, given_teachers, grid_cells, sweep_cells, teacher_cells,
+    STAGES, Budgets, Cell, ablation_cells, budget_cells, budget_recipes, given_teachers, grid_cells, sweep_cells,
+    teacher_cells,
 )
 from study.lease import StudyLease
 from study.quiet import library_logs, log_path, reattach
@@ -439,7 +440,7 @@ class StudyRunner:
         record each volume's budget on the parent run (`budgets.json`). Reads validation only."""
         b = self.cfg.budget
         search = BudgetSearch(b.start_steps, b.max_steps, b.tol, len(b.seeds))
-        methods, stage = self.cfg.students.methods, StageSummary("budget")
+        methods, stage = budget_recipes(self.cfg), StageSummary("budget")
         for round_ in range(len(search.ladder())):
             todo = search.todo(self._budget_scores(), methods, b.volumes)
             if not todo:
@@ -466,12 +467,14 @@ class StudyRunner:
         return budgets
 
     def _budget_scores(self) -> dict[tuple[str, int, int], list[float]]:
-        """(method, volume, min_steps) -> the budget metric (validation) of each finished trial."""
+        """(recipe, volume, min_steps) -> the budget metric (validation) of each finished trial (a
+        recipe: the method, in its grid arm when it ran in one)."""
         metric, scores = self.cfg.budget.metric, {}
         for r in self.tracking.children("budget", status="FINISHED"):
             tags = RunTags.from_mlflow(r.data.tags)
             if tags.budget is not None and tags.volume is not None and metric in r.data.metrics:
-                scores.setdefault((tags.method, tags.volume, tags.budget), []).append(r.data.metrics[metric])
+                key = (recipe(tags.method, tags.arm), tags.volume, tags.budget)
+                scores.setdefault(key, []).append(r.data.metrics[metric])
         return scores
 
     def sweep(self, teachers, budgets: Budgets | None = None) -> None:

@@ -35,6 +35,7 @@ from ray import tune
 from analysis.store import (
     CONFIG_ARTIFACT, artifact_root, check_reachable, check_sqlite, downloaded, search_all, sqlite_path,
 )
+from study.budget import split_recipe
 from trainables.errors import UserError
 from trainables.hparams import total_steps
 from trainables.record import RESULT_TAGS, RunTags
@@ -214,8 +215,9 @@ class Tracking:
         """min_steps: auto's outcome on the parent run: `budgets.json` (each volume's budget and
         every method's choice with the validation means it rests on) and a `budgets` tag."""
         rows = {"budgets": {str(v): int(b) for v, b in sorted(budgets.items())},
-                "choices": [{"method": m, "volume": v, "steps": c.steps, "converged": c.converged,
-                             "validation_means": [[s, float(x)] for s, x in c.means]}
+                "choices": [{"method": split_recipe(m)[0], "volume": v, "steps": c.steps, "converged": c.converged,
+                             "validation_means": [[s, float(x)] for s, x in c.means],
+                             **({"arm": split_recipe(m)[1]} if split_recipe(m)[1] else {})}
                             for (m, v), c in sorted(choices.items())]}
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / BUDGETS_FILE).write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")

@@ -167,3 +167,35 @@ def test_the_runner_scores_budgets_from_validation_metrics_never_test(tmp_path):
     b = cfg.budget
     budgets, _ = BudgetSearch(b.start_steps, b.max_steps, b.tol, len(b.seeds)).choose(scores, ["vt"], [10])
     assert budgets == {10: 100}
+
+
+# --- patience: every arm budgeted to its own convergence ---------------------------------------
+
+ARMS = [{"name": "flip", "hparams": {"augment": ["flip"]}},
+        {"name": "fm", "hparams": {"augment": ["flip", "crop", "mixup"]}}]
+
+
+def test_with_arms_every_method_is_budgeted_in_every_arm_with_the_arms_recipe(tmp_path):
+    from study.plan import budget_recipes
+    from trainables.trial import TeacherRef
+    cfg = config(tmp_path)
+    assert budget_recipes(cfg) == list(cfg.students.methods)  # no arms: a method each
+    raw_arms = config(tmp_path, students={"arms": ARMS})
+    assert budget_recipes(raw_arms) == ["vt@flip", "vt@fm", "kd@flip", "kd@fm"]
+    teachers = {("synthetic", "r"): TeacherRef("test_resnet", "/t.pt")}
+    cells = budget_cells(raw_arms, teachers, [("kd@fm", 10, 50), ("vt@flip", 10, 50)])
+    fm = [c for c in cells if c.tags.arm == "fm"]
+    assert len(fm) == len(raw_arms.budget.seeds) and all(c.tags.method == "kd" for c in fm)
+    assert all(c.hp.augment == ("flip", "crop", "mixup") and c.hp.min_steps == 50 for c in fm)  # the arm's recipe
+    assert all(c.hp.augment == ("flip",) for c in cells if c.tags.arm == "flip")
+
+
+def test_the_volumes_budget_is_one_at_which_every_arm_has_converged():
+    # flips converge at 100 steps; crops + mixup still gain until 400 -> 800 (0.004 < tol): 400
+    curves = {("kd@flip", 100): {50: 0.60, 100: 0.70, 200: 0.705},
+              ("kd@fm", 100): {50: 0.50, 100: 0.56, 200: 0.63, 400: 0.69, 800: 0.694}}
+    budgets, choices = search().choose(scores_from(curves), ["kd@flip", "kd@fm"], [100])
+    assert choices[("kd@flip", 100)].steps == 100 and choices[("kd@fm", 100)].steps == 400
+    assert budgets == {100: 400}
+    from study.budget import recipe, split_recipe
+    assert split_recipe(recipe("kd", "fm")) == ("kd", "fm") and split_recipe(recipe("kd")) == ("kd", None)
