@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Callable, Iterable
 
+from study.budget import BudgetSearch
 from study.config import StudyConfig
 from study.plan import (
     Cell, ablation_cells, budget_cells, budget_recipes, given_teachers, grid_cells, sweep_cells, teacher_cells,
@@ -39,8 +40,9 @@ def plan_stages(cfg: StudyConfig) -> list[tuple[str, list[Cell], int]]:
     if cells:
         out.append(("teachers", cells, len(cells)))
     if cfg.students.auto_budget:
-        first = cfg.budget.start_steps
-        todo = [(r, v, first) for r in budget_recipes(cfg) for v in (cfg.budget.volumes or cfg.students.volumes)]
+        b = cfg.budget
+        search = BudgetSearch(b.start_steps, b.max_steps, b.tol, len(b.seeds))
+        todo = search.todo({}, budget_recipes(cfg), b.volumes or cfg.students.volumes)  # its first round
         cells = budget_cells(cfg, teachers, todo)
         out.append(("budget", cells, len(cells)))
     searches = [cell for cell, _space in sweep_cells(cfg, teachers)] if cfg.sweep.spaces else []
@@ -80,7 +82,7 @@ def _sources(cfg: StudyConfig, cell: Cell) -> str:
 
 def _group(cell: Cell) -> tuple:
     t = cell.tags
-    return (t.source, t.pair or t.student, t.method, t.volume_label, t.arm or "", t.ablation, t.space)
+    return (t.source, t.pair or t.student, t.method, t.volume_label, t.arm or "", t.ablation, t.space, t.budget)
 
 
 def _runs(cells: Iterable[Cell]) -> str:
@@ -109,14 +111,16 @@ def describe(cfg: StudyConfig, echo: Callable[[str], None] = print) -> int:
             head += f", {len(cells)} search(es) of {cfg.sweep.trials} trials ({cfg.sweep.scheduler or 'no early stop'}, " \
                     f"on {cfg.sweep.metric})"
         if stage == "budget":
-            head += (f" in its first round, at min_steps={cfg.budget.start_steps}; it doubles up to "
-                     f"{cfg.budget.max_steps} while validation gains {cfg.budget.tol} or more")
+            steps = sorted({c.tags.budget for c in cells})
+            head += (f" in its first round, at min_steps {', '.join(map(str, steps))}; it doubles up to "
+                     f"{cfg.budget.max_steps} while validation gains {cfg.budget.tol} or more; the grid and "
+                     "the later stages train at the budget it finds")
         echo(head)
         groups: dict[tuple, list[Cell]] = defaultdict(list)
         for cell in cells:
             groups[_group(cell)].append(cell)
         for key, members in groups.items():
-            source, pair, method, volume, arm, ablation, _space = key
+            source, pair, method, volume, arm, ablation, _space, _budget = key
             what = " / ".join(p for p in (source, pair, method, f"{volume} img" if volume != "full" else "full split",
                                           f"arm {arm}" if arm else "") if p)
             if ablation and ablation != "efficiency":

@@ -199,3 +199,16 @@ def test_the_volumes_budget_is_one_at_which_every_arm_has_converged():
     assert budgets == {100: 400}
     from study.budget import recipe, split_recipe
     assert split_recipe(recipe("kd", "fm")) == ("kd", "fm") and split_recipe(recipe("kd")) == ("kd", None)
+
+
+def test_study_plan_shows_the_budget_stages_first_round_per_arm(tmp_path):
+    from study.plan_view import describe
+    lines: list[str] = []
+    cfg = config(tmp_path, students={"arms": ARMS}, budget={"start_steps": 50, "max_steps": 400, "seeds": [0, 1, 2]})
+    total = describe(cfg, lines.append)
+    head = next(line for line in lines if line.startswith("budget:"))
+    # 4 recipes (2 methods x 2 arms) x 2 volumes x the first two budgets x 3 seeds
+    assert head.startswith("budget: 48 trial(s) in its first round, at min_steps 50, 100")
+    assert any("/ kd / 10 img / arm fm: 3 runs (seeds 0, 1, 2), 3 epochs, min_steps 100" in line for line in lines)
+    grid = next(line for line in lines if line.startswith("grid:"))
+    assert grid == "grid: 16 trial(s)" and total == 48 + 16 + 1  # + the teacher
