@@ -39,6 +39,11 @@ class Cell:
         hyperparameters."""
         return stable_hash({"spec": self.spec.identity(), "hparams": self.hp.identity()})
 
+    @property
+    def legacy_hash(self) -> str:
+        """The hash a teacher was recorded under before its scoring left its identity."""
+        return stable_hash({"spec": self.spec.identity(legacy=True), "hparams": self.hp.identity()})
+
     def config(self) -> dict[str, Any]:
         """Plain data for Ray (`trainables.spec.encode_cell`; `split_config` reads it back)."""
         return encode_cell(self.spec, self.hparams, self.tags.with_hash(self.config_hash))

@@ -398,8 +398,16 @@ class StudyRunner:
 
     def _finished_teacher(self, cell: Cell, warn: bool = False) -> TeacherRef | None:
         run = self.tracking.finished_teacher(cell.config_hash)
+        if run is None and cell.legacy_hash != cell.config_hash:  # recorded before scoring left its identity
+            run = self.tracking.finished_teacher(cell.legacy_hash)
         if run is None:
             return None
+        unscored = [c.name for c in cell.spec.evaluate if not any(k.startswith(c.prefix()) for k in run.data.metrics)]
+        if warn and unscored:
+            self.echo(f"warning: teacher {cell.tags.cell} is reused from run {run.info.run_id}, which was not scored "
+                      f"on evaluation dataset(s) {unscored}: its cross-dataset row stays empty (a teacher's "
+                      "scoring does not make it another teacher); `study run --retrain-teachers` (in a new study) "
+                      "trains and scores it again.")
         trained_by = run.data.tags.get("code_version", "unknown")
         if warn and trained_by != self.code:
             self.echo(f"warning: teacher {cell.tags.cell} is reused from run {run.info.run_id}, trained by "

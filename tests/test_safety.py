@@ -64,3 +64,41 @@ def test_ui_on_a_workdir_without_a_store_exits_2_creating_nothing(monkeypatch, t
     result = CliRunner().invoke(main, ["ui", "--workdir", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no MLflow store" in result.output, result.output
     assert not calls and not (tmp_path / "nope").exists()
+
+
+def test_a_teacher_is_what_it_trains_on_studies_that_score_it_otherwise_reuse_it(tmp_path):
+    """Two studies in one store, alike in their teacher and data but not in how models are scored
+    (the students' validation caps, an evaluation dataset): the same teacher identity, so the
+    second study reuses the first's teacher (warning that its run has no scores on the new
+    dataset); a teacher recorded under the older identity (scoring included) is found too; a
+    change to what it trains on (its epochs) is another teacher."""
+    from study.plan import Cell
+    raw = {
+        "name": "a", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "image_size": 32},
+        "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 1}}],
+        "students": {"pairs": ["r->test_resnet"], "methods": ["kd"], "volumes": [10]},
+        "grid": {"hparams": "paper"},
+    }
+    other = {**raw, "name": "b", "grid": {"hparams": "paper", "max_val_per_class": 20},
+             "evaluate": {"datasets": [{"name": "other", "kind": "synthetic", "root": str(tmp_path / "e"),
+                                        "manipulation": "swap"}]}}
+    first, second = parse_config(raw, "a.yaml", tmp_path), parse_config(other, "b.yaml", tmp_path)
+    a, b = teacher_cells(first)[0], teacher_cells(second)[0]
+    assert b.spec.evaluate and not a.spec.evaluate
+    assert a.config_hash == b.config_hash  # scoring is not identity
+    assert b.legacy_hash != b.config_hash and a.legacy_hash == a.config_hash  # the older identity counted it
+    retrained = parse_config({**raw, "teachers": [{"name": "r", "arch": "test_resnet", "hparams": {"epochs": 2}}]},
+                             "c.yaml", tmp_path)
+    assert teacher_cells(retrained)[0].config_hash != a.config_hash
+
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(create_model("test_resnet"), ckpt)
+    echoed: list[str] = []
+    runner = StudyRunner(second, RunOptions(workdir=tmp_path), echo=echoed.append)
+    client = runner.tracking.client
+    run = client.create_run(runner.tracking.experiment_id, tags={  # recorded under the older identity
+        "stage": "teachers", "config_hash": b.legacy_hash, "checkpoint_path": str(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt), "code_version": runner.code})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert isinstance(b, Cell) and runner._finished_teacher(b, warn=True).checkpoint == str(ckpt)
+    assert any("was not scored on evaluation dataset(s) ['other']" in line for line in echoed)

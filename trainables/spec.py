@@ -47,6 +47,7 @@ STREAM_ABOVE_BYTES = 2 * 1024**3
 
 
 HOW = {"how": True}  # TrialSpec field metadata: how a trial runs, not what it trains
+SCORING = {"scoring": True}  # TrialSpec field metadata: how the trained model is scored
 
 
 def _plain(value: Any) -> Any:
@@ -97,13 +98,14 @@ class TrialSpec:
     volume: int | None = None  # None: the whole train split
     subset_seed: int = 0
     teachers: tuple[TeacherRef, ...] = ()
-    eval_splits: tuple[str, ...] = ("val", "test")
-    max_eval_per_class: int | None = None  # cap the val set per class (sweeps); test: always the whole split
-    eval_seed: int = 0  # the study's fixed seed for a capped evaluation set; never the training seed
+    eval_splits: tuple[str, ...] = field(default=("val", "test"), metadata=SCORING)
+    # cap the val set per class (sweeps); test: always the whole split
+    max_eval_per_class: int | None = field(default=None, metadata=SCORING)
+    eval_seed: int = field(default=0, metadata=SCORING)  # the fixed seed of a capped evaluation set; never the training seed
     weights: str | None = None  # initial weights of the trained model (e.g. ImageNet), a local file
     # a student's unlabeled transfer set, seen by the distillation terms only (data/transfer.py)
     transfer: TransferSpec | None = None
-    evaluate: tuple[CrossSet, ...] = ()  # other datasets scored after training (cross-dataset)
+    evaluate: tuple[CrossSet, ...] = field(default=(), metadata=SCORING)  # other datasets scored after training
     # where and how, not what (left out of `identity`): the same numbers either way
     device: str = field(default="auto", metadata=HOW)
     cache_dir: str | None = field(default=None, metadata=HOW)  # teachers' outputs shared by the study (teacher_cache.py)
@@ -114,13 +116,19 @@ class TrialSpec:
     decode_dir: str | None = field(default=None, metadata=HOW)
     memory_budget: int = field(default=DEFAULT_BUDGET, metadata=HOW)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, legacy: bool = False) -> dict[str, Any]:
         """What is trained and scored: the fields not marked HOW, those left at their default
-        omitted (so a new field with a default keeps the identity of earlier trials)."""
+        omitted (so a new field with a default keeps the identity of earlier trials). A
+        teacher's is what is trained only: how it is scored (SCORING: validation caps, other
+        datasets) is recorded on its run but does not make it another teacher, so a study that
+        scores it otherwise reuses it. `legacy`: the identity teachers were recorded under before
+        (scoring included), so that those are found too."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("how") or value == f.default:
+                continue
+            if f.metadata.get("scoring") and self.role == "teacher" and not legacy:
                 continue
             out[f.name] = _plain(value)
         return out
