@@ -128,7 +128,27 @@ def log_model_dir(client: MlflowClient, run_id: str, folder: Path, name: str = N
         mlmodel.save(str(local / "MLmodel"))
         client.log_model_artifacts(model.model_id, str(local))
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    _describe(client, run, model.model_id)
     return model.model_id
+
+
+# the run tags a logged model carries, so that the Models page tells a study's models apart (they
+# are all named `model`: `runs:/<run id>/model` resolves by that name)
+MODEL_TAGS = ("study", "stage", "cell", "method", "volume", "seed", "draw", "arm", "pair", "source", "teacher_name")
+# the run's final metrics linked to its logged model (MLflow 3 shows them on the model's page)
+MODEL_METRICS = ("test_", "val_", "cross_")
+
+
+def _describe(client: MlflowClient, run, model_id: str) -> None:
+    """Tag the logged model with its run's cell (what differs between a study's models) and link
+    the run's final test, validation and cross-dataset metrics to it."""
+    tags = {k: run.data.tags[k] for k in MODEL_TAGS if run.data.tags.get(k)}
+    if tags:
+        client.set_logged_model_tags(model_id, tags)
+    linked = {m.key for m in (client.get_logged_model(model_id).metrics or [])}
+    for key, value in sorted(run.data.metrics.items()):
+        if key.startswith(MODEL_METRICS) and key not in linked:
+            client.log_metric(run.info.run_id, key, value, step=0, model_id=model_id)
 
 
 def _log_datasets(client: MlflowClient, run_id: str, path: Path) -> None:

@@ -212,10 +212,19 @@ def test_driver_logs_the_model_folder_and_datasets(saved, synthetic_root, tmp_pa
     exp = client.create_experiment("s")
     run = client.create_run(exp).info.run_id
     client.log_artifact(run, str(checkpoint / "model.pt"), "model")  # what the callback logs first
+    client.log_metric(run, "test_acc", 0.75, step=5)
+    client.log_metric(run, "val_auc", 0.8, step=5)
+    client.log_metric(run, "train_loss", 0.3, step=5)  # not the model's: training
+    for key, value in {"cell": "synthetic/r->test_resnet/kd/10/1", "method": "kd", "stage": "grid"}.items():
+        client.set_tag(run, key, value)
     for _ in range(2):  # a replayed write makes nothing twice
         log_flavour_model(client, run, checkpoint)
     models = client.search_logged_models([exp])
     assert len(models) == 1 and models[0].name == "model" and models[0].source_run_id == run
+    # the model page tells it apart (its run's cell) and shows the run's final metrics
+    model = client.get_logged_model(models[0].model_id)
+    assert model.tags["cell"] == "synthetic/r->test_resnet/kd/10/1" and model.tags["method"] == "kd"
+    assert {m.key: m.value for m in model.metrics} == {"test_acc": 0.75, "val_auc": 0.8}
     assert str(models[0].status).endswith("READY")
     assert logged_model_of(client, run, exp).model_id == models[0].model_id
     got = client.get_run(run)
