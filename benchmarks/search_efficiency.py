@@ -20,8 +20,11 @@ Prints, for each, the best validation metric (--metric; among trials that ran ev
 which is what the study picks) and that trial's val_acc, the best of any trial, the
 trial-epochs spent (sum of `training_iteration`) and the wall time. Ray runs locally with
 2 CPUs (`--cpus`), one trial per CPU; everything is written to a temporary folder.
-Ends with `RESULT tpe_asha_best=… random_best=… grid_best=… tpe_asha_epochs=… random_epochs=…
-grid_epochs=…`.
+Each search runs once per searcher seed (--seeds, default 3: --seed, --seed + 1, …); the grid
+does not depend on it (the students' own seed is fixed), so it runs once and counts for each. Ends with `RESULT
+tpe_asha_best=… random_best=… grid_best=… tpe_asha_best_std=… random_best_std=… grid_best_std=…
+tpe_asha_epochs=… random_epochs=… grid_epochs=… seeds=N` (means and sample standard deviations
+over the seeds).
 """
 from __future__ import annotations
 
@@ -179,13 +182,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", help="where trials train (the Ray trials ask for CPUs only)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     ap.add_argument("--cpus-per-trial", type=float, default=1)
-    ap.add_argument("--seed", type=int, default=0, help="searchers' seed")
+    ap.add_argument("--seed", type=int, default=0, help="the first searcher seed")
+    ap.add_argument("--seeds", type=int, default=3, help="searcher seeds (--seed, --seed + 1, ...): each search "
+                                                         "runs once per seed; the RESULT gives mean and std over them")
     ap.add_argument("--searches", nargs="+", default=list(SEARCHES), choices=SEARCHES)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
     args = ap.parse_args(argv)
     if args.smoke:
         args.num_images, args.size, args.volume, args.epochs, args.min_steps = 480, 32, 20, 2, 0
         args.trials, args.grace_period, args.teacher_epochs, args.max_eval_per_class = 2, 1, 1, 20
+        args.seeds = 1
     root = args.root or str(Path(tempfile.gettempdir()) / f"ckd-synthetic-{args.num_images}-{args.size}")
     data = {"kind": "synthetic", "root": root, "num_images": args.num_images, "size": args.size, "seed": 0}
     read_index(data)  # generate the images once, before any trial
@@ -212,30 +218,51 @@ def main(argv: list[str] | None = None) -> None:
         cell = Cell("sweep", spec, hparams, tags).config()
         space = get_space(space_name, args.method, args.volume)
 
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        seeds = [args.seed + i for i in range(args.seeds)]
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         try:
-            for kind in args.searches:
-                print(f"[{kind}] {args.trials} trials of {args.method} (volume {args.volume}, {args.epochs} epochs)",
-                      flush=True)
-                out[kind] = run_search(kind, cell, space, args, work / "ray")
-                r = out[kind]
-                print(f"[{kind}] best {args.metric} {r['best']:.4f} (val_acc {r['best_acc']:.4f}; best of any "
-                      f"trial {r['best_any']:.4f}), {r['epochs']} trial-epochs, {r['complete']}/{r['trials']} "
-                      f"trials complete, {r['errors']} errors, {r['seconds']:.0f} s; best config "
-                      f"{r['best_config']}", flush=True)
+            for seed in seeds:  # every search once per searcher seed, the seeds in turn
+                for kind in args.searches:
+                    if kind == "grid" and kind in out:  # the grid and its trials' seed do not change with it
+                        out[kind].append(out[kind][0])
+                        continue
+                    print(f"[{kind} seed {seed}] {args.trials} trials of {args.method} (volume {args.volume}, "
+                          f"{args.epochs} epochs)", flush=True)
+                    r = run_search(kind, cell, space, argparse.Namespace(**{**vars(args), "seed": seed}),
+                                   work / f"ray-{seed}")
+                    out.setdefault(kind, []).append(r)
+                    print(f"[{kind} seed {seed}] best {args.metric} {r['best']:.4f} (val_acc {r['best_acc']:.4f}; "
+                          f"best of any trial {r['best_any']:.4f}), {r['epochs']} trial-epochs, "
+                          f"{r['complete']}/{r['trials']} trials complete, {r['errors']} errors, {r['seconds']:.0f} s; "
+                          f"best config {r['best_config']}", flush=True)
         finally:
             ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{'search':<10}{'best ' + args.metric:>14}{'val_acc':>10}{'trial-epochs':>14}{'seconds':>10}{'errors':>8}")
-    for kind, r in out.items():
-        print(f"{kind:<10}{r['best']:>14.4f}{r['best_acc']:>10.4f}{r['epochs']:>14}{r['seconds']:>10.0f}"
-              f"{r['errors']:>8}")
-    parts = [f"{kind}_best={r['best']:.4f}" for kind, r in out.items()]
-    parts += [f"{kind}_epochs={r['epochs']}" for kind, r in out.items()]
-    print("RESULT " + " ".join(parts))
+    print(f"\nmean ± std over {len(seeds)} searcher seed(s) {seeds}")
+    print(f"{'search':<10}{'best ' + args.metric:>20}{'val_acc':>16}{'trial-epochs':>14}{'seconds':>10}{'errors':>8}")
+    for kind, rs in out.items():
+        best, acc = mean_std([r["best"] for r in rs]), mean_std([r["best_acc"] for r in rs])
+        print(f"{kind:<10}{best[0]:>12.4f} ± {best[1]:.4f}{acc[0]:>8.4f} ± {acc[1]:.3f}"
+              f"{mean_std([r['epochs'] for r in rs])[0]:>14.0f}{sum(r['seconds'] for r in rs):>10.0f}"
+              f"{sum(r['errors'] for r in rs):>8}")
+    parts = [f"{kind}_best={mean_std([r['best'] for r in rs])[0]:.4f}" for kind, rs in out.items()]
+    parts += [f"{kind}_best_std={mean_std([r['best'] for r in rs])[1]:.4f}" for kind, rs in out.items()]
+    parts += [f"{kind}_epochs={mean_std([r['epochs'] for r in rs])[0]:.0f}" for kind, rs in out.items()]
+    print("RESULT " + " ".join(parts) + f" seeds={len(seeds)}")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (nan for one value; nan values left out)."""
+    xs = [float(v) for v in values if not math.isnan(float(v))]
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
 if __name__ == "__main__":

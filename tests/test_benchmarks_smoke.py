@@ -77,7 +77,10 @@ def test_gpu_throughput_smoke_on_cpu():
 @pytest.mark.timeout(900)
 def test_search_efficiency_smoke(tmp_path):
     result = run_script("search_efficiency", "--smoke", "--root", str(tmp_path / "data"))
-    check(result, [f"{kind}_{what}" for what in ("best", "epochs") for kind in ("tpe_asha", "random", "grid")])
+    check(result, [f"{kind}_{what}" for what in ("best", "epochs") for kind in ("tpe_asha", "random", "grid")]
+          + ["seeds"])
+    assert result["seeds"] == 1  # --smoke: one searcher seed (the default is 3): no spread to give
+    assert all(math.isnan(result[f"{kind}_best_std"]) for kind in ("tpe_asha", "random", "grid"))
     assert all(0 <= result[f"{kind}_best"] <= 1 for kind in ("tpe_asha", "random", "grid"))
     # --smoke: 2 trials of 2 epochs each; ASHA may stop one after its 1-epoch grace period
     assert result["random_epochs"] == result["grid_epochs"] == 4
