@@ -49,6 +49,10 @@ SNAPSHOTS = "snapshots"  # beside a SQLite store: copies taken at each stage's e
 SNAPSHOTS_KEPT = 3
 
 
+class MovedStore(UserError):
+    """An artifact is missing because the study folder was moved after it was recorded."""
+
+
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
@@ -102,6 +106,65 @@ def snapshot_sqlite(uri: str, label: str, keep: int = SNAPSHOTS_KEPT) -> Path | 
     return dest
 
 
+# where a SQLite store records absolute paths of the study folder: artifact locations, and the
+# teachers' checkpoint paths (run tags)
+RELOCATED = (("experiments", "artifact_location", None), ("runs", "artifact_uri", None),
+             ("logged_models", "artifact_location", None), ("model_versions", "source", None),
+             ("model_versions", "storage_location", None), ("tags", "value", "checkpoint_path"))
+
+
+def recorded_root(db: Path) -> Path | None:
+    """The study folder a SQLite store's artifacts were recorded under: the folder that held its
+    `artifacts/` when its first experiment was made (None when it has none, or no local one)."""
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT artifact_location FROM experiments WHERE artifact_location LIKE 'file://%' "
+                            "ORDER BY experiment_id").fetchall()
+    for (location,) in rows:
+        path = Path(unquote(urlparse(location).path))
+        for parent in (path, *path.parents):
+            if parent.name == "artifacts":
+                return parent.parent
+    return None
+
+
+def moved_from(uri: str) -> Path | None:
+    """The folder a SQLite store's study folder was moved from: its artifacts were recorded under
+    a folder that no longer exists, and the store's own folder holds `artifacts/` (None otherwise)."""
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    old = recorded_root(db)
+    here = db.resolve().parent
+    if old is None or old == here or old.exists() or not (here / "artifacts").is_dir():
+        return None
+    return old
+
+
+def relocate(db: Path, old: Path, new: Path) -> dict[str, int]:
+    """Rewrite every path a SQLite store recorded under folder `old` to the same path under `new`
+    (artifact locations of experiments, runs, logged models and model versions; the teachers'
+    checkpoint paths), in one transaction, after a snapshot of the store; rows changed per column."""
+    import sqlite3
+
+    snapshot_sqlite(f"sqlite:///{db}", "before-relocate")
+    old_s, new_s = str(old).rstrip("/"), str(new).rstrip("/")
+    changed: dict[str, int] = {}
+    with closing(sqlite3.connect(str(db))) as conn, conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, column, key in RELOCATED:
+            if table not in tables:
+                continue
+            where = f"{column} LIKE ? || '%'" if key is None else f"key = '{key}' AND {column} LIKE ? || '%'"
+            for prefix_old, prefix_new in ((f"file://{old_s}/", f"file://{new_s}/"), (f"{old_s}/", f"{new_s}/")):
+                cur = conn.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {where}",
+                                   (prefix_new, len(prefix_old) + 1, prefix_old))
+                changed[f"{table}.{column}"] = changed.get(f"{table}.{column}", 0) + cur.rowcount
+    return changed
+
+
 def check_reachable(client: MlflowClient, uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None:
@@ -123,6 +186,11 @@ def open_existing(uri: str) -> MlflowClient:
             raise UserError(f"no MLflow store at {uri} ({path} does not exist): pass the --workdir "
                             "that `study run` used, or --tracking-uri")
         check_sqlite(path)  # before MLflow opens it
+        old = moved_from(uri)
+        if old is not None:  # every artifact it recorded would be missing: say why, once, up front
+            raise MovedStore(f"the study folder {path.resolve().parent} was moved from {old}, where its MLflow store "
+                             f"recorded every artifact: rewrite those paths with `study relocate --workdir "
+                             f"{path.resolve().parent} {old}`")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -152,6 +220,12 @@ def downloaded(client: MlflowClient, run_id: str, artifact: str) -> Iterator[Pat
             try:
                 path = Path(client.download_artifacts(run_id, artifact, d))
             except Exception:
+                old = moved_from(client.tracking_uri) if hasattr(client, "tracking_uri") else None
+                if old is not None:
+                    db = sqlite_path(client.tracking_uri).resolve()
+                    raise MovedStore(f"run {run_id}'s artifact {artifact} was recorded under {old}, which no longer "
+                                     f"exists: the study folder moved to {db.parent}. Rewrite the store's paths with "
+                                     f"`study relocate --workdir {db.parent} {old}`") from None
                 raise FileNotFoundError(f"run {run_id} has no artifact {artifact}") from None
             yield path
     finally:

@@ -153,6 +153,34 @@ def synth(out: Path, num_images: int, size: int, seed: int, manipulation: str) -
     click.echo(counts.rename(columns={0: "real", 1: "fake"}).to_string())
 
 
+@main.command()
+@click.argument("old", required=False, type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="The study folder where it is now (its mlflow.db and artifacts/).")
+def relocate(old: Path | None, workdir: Path) -> None:
+    """After moving a study folder: rewrite the absolute paths its SQLite store recorded under
+    OLD (default: the folder its artifacts were recorded under) to the same paths under
+    --workdir, after a snapshot of the store. Predict, report and export then find them."""
+    from analysis.store import DB_NAME, check_sqlite, recorded_root, relocate as rewrite
+
+    db = workdir.resolve() / DB_NAME
+    try:
+        if not db.is_file():
+            raise UserError(f"{db} does not exist: give --workdir the moved study folder (the one with {DB_NAME})")
+        check_sqlite(db)
+        old = (old.expanduser().resolve() if old is not None else recorded_root(db))
+        if old is None:
+            raise UserError(f"{db} records no local artifact folder: nothing to relocate")
+        if old == db.parent:
+            click.echo(f"{db} already records its paths under {old}: nothing to do")
+            return
+        changed = rewrite(db, old, db.parent)
+    except UserError as exc:
+        fail(exc)
+    click.echo(f"rewrote paths under {old} to {db.parent} (a snapshot of the store before it is in "
+               f"{db.parent / 'snapshots'}): " + ", ".join(f"{k} {v}" for k, v in changed.items() if v))
+
+
 def _register() -> None:
     from study.data_cli import extract, sbi
     from study.predict_cli import export, predict
