@@ -165,6 +165,45 @@ def relocate(db: Path, old: Path, new: Path) -> dict[str, int]:
     return changed
 
 
+# filesystems whose locking SQLite cannot rely on (SQLite's FAQ: "use a client/server database
+# engine" over a network filesystem); on these a SQLite store gets a warning
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "sshfs", "lustre", "gpfs", "ceph",
+              "fuse.ceph", "glusterfs", "fuse.glusterfs", "beegfs", "afs", "fuse.s3fs", "fuse.gcsfuse")
+
+
+def filesystem_of(path: Path, mounts: str | None = None) -> str | None:
+    """The filesystem type of the mount holding `path` (the longest mount point that contains it,
+    from /proc/mounts, or `mounts` given in its format); None where it cannot be read."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = Path(os.path.abspath(path))
+    best, kind = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+def network_store_warning(uri: str, mounts: str | None = None) -> str | None:
+    """A warning when a SQLite store lies on a network filesystem, with the alternative."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    kind = filesystem_of(db.parent, mounts)
+    if kind not in NETWORK_FS:
+        return None
+    return (f"the MLflow store {db} is a SQLite file on a network filesystem ({kind}), where SQLite's file locking "
+            "cannot be relied on (writes from several trials may corrupt it or fail): run an MLflow server and give "
+            "its URI as tracking_uri (README, 'Running on a cluster'); Ray's storage may stay on the shared folder")
+
+
 def check_reachable(client: MlflowClient, uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None:

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.store import snapshot_sqlite
+from analysis.store import network_store_warning, snapshot_sqlite
 from search_spaces import space_keys
 from study.config import Resources, StudyConfig, check_same_config, recorded_text
 from study.config_reader import set_options
@@ -318,6 +318,9 @@ class StudyRunner:
             return self._run()
 
     def _run(self) -> StudySummary:
+        warning = network_store_warning(self.cfg.tracking_uri)
+        if warning:
+            self.echo(f"warning: {warning}")
         self.check()
         self.lease.acquire(resume=self.opts.resume or self.opts.stage is not None)
         if self.lease.note:

@@ -4,6 +4,7 @@ paths (after a snapshot) and every artifact is found again."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -52,3 +53,42 @@ def test_relocate_refuses_a_folder_without_a_store(tmp_path):
     result = CliRunner().invoke(main, ["relocate", "--workdir", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "nothing").exists()
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /shared nfs4 rw,relatime,vers=4.2 0 0
+tmpfs /shared/scratch tmpfs rw 0 0
+"""
+
+
+def test_a_sqlite_store_on_a_network_filesystem_is_warned_about():
+    from analysis.store import filesystem_of, network_store_warning
+    assert filesystem_of(Path("/shared/runs/mlflow.db"), MOUNTS) == "nfs4"
+    assert filesystem_of(Path("/shared/scratch/runs"), MOUNTS) == "tmpfs"  # the longest mount point wins
+    assert filesystem_of(Path("/home/me/runs"), MOUNTS) == "ext4"
+    warning = network_store_warning("sqlite:////shared/runs/mlflow.db", MOUNTS)
+    assert "network filesystem (nfs4)" in warning and "run an MLflow server" in warning
+    assert network_store_warning("sqlite:////home/me/runs/mlflow.db", MOUNTS) is None
+    assert network_store_warning("http://mlflow:5000", MOUNTS) is None  # a server: nothing to warn about
+
+
+def test_study_run_prints_the_network_filesystem_warning_first(tmp_path, monkeypatch):
+    import study.runner as runner_module
+    from study.config import parse_config
+    from study.runner import RunOptions, StudyRunner
+    from trainables.errors import UserError
+    raw = {"name": "n", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "image_size": 32},
+           "teachers": [{"name": "r", "arch": "test_resnet"}],
+           "students": {"pairs": ["r->test_resnet"], "methods": ["kd"], "volumes": [10]}, "grid": {"hparams": "paper"}}
+    echoed: list[str] = []
+    runner = StudyRunner(parse_config(raw, "n.yaml", tmp_path), RunOptions(workdir=tmp_path), echo=echoed.append)
+    monkeypatch.setattr(runner_module, "network_store_warning", lambda uri: f"{uri} is on nfs4")
+
+    def stop():
+        raise UserError("stopped after the warning")
+
+    monkeypatch.setattr(runner, "check", stop)
+    with pytest.raises(UserError, match="stopped after the warning"):
+        runner._run()
+    assert echoed == [f"warning: {runner.cfg.tracking_uri} is on nfs4"]
