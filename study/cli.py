@@ -72,6 +72,11 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
         summary = runner.run()
     except UserError as exc:
         fail(exc)
+    except OSError as exc:  # a full disk under the study's own files (lease, logs, snapshots, checkpoints)
+        from study.tracking import disk_full, disk_full_error
+        if not disk_full(exc):
+            raise
+        fail(disk_full_error(str(exc.filename or workdir), exc))
     except (StudyInterrupted, KeyboardInterrupt):
         click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
                    f"  {resume_command(path, workdir, overrides, address)}", err=True)

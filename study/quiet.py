@@ -62,6 +62,10 @@ class _LazyFile(logging.FileHandler):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line that cannot be written (a full disk) is dropped: the libraries' log file is a
+        record for later, and Python's default would print a traceback on the terminal."""
+
 
 @contextmanager
 def library_logs(path: Path, enabled: bool = True) -> Iterator[Path | None]:

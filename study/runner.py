@@ -13,6 +13,7 @@ import re
 import socket
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -360,8 +361,15 @@ class StudyRunner:
                 status = "KILLED"
                 raise
             finally:
-                self.tracking.kill_running()
-                self.tracking.end_parent(self._parent, status)
+                stopping = sys.exc_info()[1]  # what ends the study, if anything: it is what the user sees
+                try:
+                    self.tracking.kill_running()
+                    self.tracking.end_parent(self._parent, status)
+                except Exception as cleanup:
+                    if stopping is None:
+                        raise
+                    logging.getLogger(__name__).warning("could not record the study's end either (%s)",
+                                                        cleanup.__class__.__name__)
         return self.summary
 
     def _snapshot(self, stage: str) -> None:

@@ -71,6 +71,40 @@ def wait_limit_s() -> float:
     return value
 
 
+class DiskFull(UserError):
+    """A disk the study writes to is full: the study stops (exit 2), and resumes once it is freed."""
+
+
+ENOSPC_TEXTS = ("database or disk is full", "No space left on device", "Errno 28", "ENOSPC")
+ENOSPC_PATH = re.compile(r"No space left on device: '([^']+)'")
+
+
+def disk_full(error: BaseException | str | None) -> bool:
+    """Whether an error (or a trial's error text) says a disk is full: ENOSPC anywhere in its
+    chain, or SQLite's "database or disk is full"."""
+    seen = 0
+    while isinstance(error, BaseException) and seen < 10:
+        if isinstance(error, OSError) and error.errno == 28:
+            return True
+        if any(t in str(error) for t in ENOSPC_TEXTS):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return isinstance(error, str) and any(t in error for t in ENOSPC_TEXTS)
+
+
+def disk_full_error(where: str, error: BaseException | str, storage: str | None = None) -> DiskFull:
+    text = error if isinstance(error, str) else _short(error)
+    path = ENOSPC_PATH.search(text)
+    full = path.group(1) if path else where
+    if "database or disk is full" in text:  # MLflow's wrapping of it is a page of SQL
+        text = "SQLite: database or disk is full"
+    return DiskFull(
+        f"no space left on the disk of {full} ({text.strip().splitlines()[-1][:300]}): the study stopped. Free "
+        f"space there (trial checkpoints{f' in {storage}' if storage else ''}, the decode cache, MLflow's artifacts "
+        "and its SQLite store all write to it), then continue with `study run <config> --resume` (same --workdir): "
+        "finished trials are kept, the ones that could not finish are run again")
+
+
 def transient(exc: BaseException) -> bool:
     """An error a tracking server may recover from: no connection, a timeout, a 5xx or 429 answer."""
     if isinstance(exc, MlflowException):
@@ -197,6 +231,8 @@ class Tracking:
         try:
             return call(*args, **kwargs)
         except Exception as exc:
+            if disk_full(exc):
+                raise disk_full_error(str(sqlite_path(self.uri) or self.uri), exc) from None
             if not transient(exc):
                 raise
             raise TrackingUnavailable(
@@ -326,6 +362,8 @@ class MLflowTrialCallback(tune.Callback):
                               "trial failed (see Ray's error.txt)"))
         self._opened.discard(trial.trial_id)
         self._flush()
+        if disk_full(str(error) if error else None):  # the other trials would fail the same way: stop now
+            raise disk_full_error(getattr(trial, "local_path", None) or "the study's storage", str(error))
 
     def on_step_end(self, iteration, trials, **info):
         if self._pending:
@@ -354,6 +392,9 @@ class MLflowTrialCallback(tune.Callback):
             try:
                 self._apply(*self._pending[0])
             except Exception as exc:
+                if disk_full(exc):  # SQLite's "database or disk is full": no wait brings the space back
+                    raise disk_full_error(sqlite_path(self.uri) and str(sqlite_path(self.uri)) or self.uri, exc) \
+                        from exc
                 if not transient(exc):
                     raise
                 if not self._outage.down:
