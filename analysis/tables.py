@@ -41,6 +41,7 @@ METRICS = {m: f"test_{m}" for m in ("acc", "bacc", "auc", "eer", "ap", "video_ac
                                     "video_eer", "video_ap")}
 # a cell's metric -> (the runs frame's column, the column of the digest of the rows it was scored on)
 TEST_METRICS = {m: (column, "test_rows") for m, column in METRICS.items()}
+MIXING = ("mixup", "cutmix")  # augmentations that train on mixed labels (trainables/augment.py)
 TRANSFER_SEP = "+"  # method + transfer setting: no method name holds it (registry names are words)
 VIEW_METRICS = ("acc", "auc")  # laid out as the paper's tables; every metric is in cells.csv
 COMPARED_METRICS = ("acc", "auc")  # paired comparisons
@@ -259,13 +260,16 @@ def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         return by_id[name] if name in by_id else pd.Series(math.nan, index=by_id.index)
 
     gains, ces = column(LATE_GAIN), column(FIT_METRIC)
+    augment = column("p_augment")
     steps = by_id["p_steps"] if "p_steps" in by_id else pd.Series(None, index=by_id.index, dtype=object)
     mean_gain, mean_ce, unconverged, budget = [], [], [], []
     for run_ids in cells["run_ids"]:
         ids = [r for r in run_ids if r in by_id.index]
         known = [float(gains[r]) for r in ids if pd.notna(gains[r])]
         # the fit is judged only where the run logged the diagnostic (runs recorded before it are not judged)
-        fits = [float(ces[r]) for r in ids if pd.notna(ces[r]) and pd.notna(gains[r])]
+        # ... and not for runs trained on mixed images: their CE against mixed labels has a floor (the
+        # entropy of the mixing weight, 0.5 nats on average for lambda ~ U[0, 1]), so only the late gain judges them
+        fits = [float(ces[r]) for r in ids if pd.notna(ces[r]) and pd.notna(gains[r]) and not mixes(augment[r])]
         mean_gain.append(mean_known(known))
         mean_ce.append(mean_known(fits))
         unconverged.append(still_improving(known, fits))
@@ -275,6 +279,11 @@ def mark_unconverged(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     cells["train_ce"] = pd.Series(mean_ce, index=cells.index, dtype=float)
     cells["steps"] = pd.Series(budget, index=cells.index, dtype=object)  # int, or 'min–max' text, or ''
     return cells
+
+
+def mixes(augment) -> bool:
+    """Whether a run's `augment` param (a tuple, or its text as MLflow keeps it) mixes images."""
+    return isinstance(augment, (str, tuple, list)) and any(m in str(augment) for m in MIXING)
 
 
 def mark_transfer(cells: pd.DataFrame) -> pd.DataFrame:

@@ -173,3 +173,18 @@ def test_the_report_writes_convergence_csv_and_says_old_runs_were_not_checked(st
     section = md.split("## Budgets and convergence")[1].split("\n## ")[0]
     assert "the budget was not checked" in section and section.count("| not checked (runs recorded before") == 6
     assert render.DDAGGER not in md.split("## Budgets and convergence")[0] and rep.cells["unconverged"].sum() == 0
+
+
+def test_students_trained_on_mixed_images_are_judged_by_their_late_gain_alone():
+    """Mixup and cutmix train against mixed labels: the CE has a floor (the mixing weight's entropy,
+    0.5 nats on average for lambda ~ U[0, 1]), so a high final CE says nothing about fitting there;
+    the late gain still flags them."""
+    frame = runs(gains={"vt": 0.0, "kd": 0.01}, ces={"vt": 0.55, "kd": 0.6})
+    flat = build_cells(frame)
+    assert _cell(flat, "100", "kd")["unconverged"]  # without mixing, CE 0.6 is unfitted
+    frame["p_augment"] = [("flip", "crop", "mixup") if m else None for m in frame["method"] != ""]
+    mixed = build_cells(frame)
+    assert not _cell(mixed, "100", "kd")["unconverged"] and not _cell(mixed, "100", "vt")["unconverged"]
+    frame = runs(gains={"vt": 0.0, "kd": 0.12}, ces={"vt": 0.55, "kd": 0.6})
+    frame["p_augment"] = "('flip', 'cutmix')"  # as MLflow keeps the param
+    assert _cell(build_cells(frame), "100", "kd")["unconverged"]  # still rising steeply: flagged
