@@ -64,6 +64,7 @@ def build_report(uri: str, study: str | None, out: str | Path, formats: Iterable
     formats = tuple(formats)
     runs = load_study(uri, study)
     cells = build_cells(runs.runs, runs.parent.config_text if runs.parent else "")
+    cells = mark_budget_unconverged(cells, budget_choices(uri, runs.parent))
     sources = sorted(s for s in set(runs.runs["source"]) if s)
     missing, not_run = missing_paper(cells, sources)
     rep = Report(runs, Path(out), cells, comparisons(cells), missing, not_run, views(cells),
@@ -183,6 +184,41 @@ def _sweep_figures(rep: Report) -> None:
             pdf = png.with_suffix(".pdf")
             rep.files += [png, pdf]
             rep.sweep_figures.setdefault(cell.key, []).append((f"{caption}; vector version {pdf.name}", png.name))
+
+
+BUDGETS_FILE = "budgets.json"  # min_steps: auto's choices on the parent run (study.tracking.log_budgets)
+
+
+def budget_choices(uri: str, parent) -> list[dict]:
+    """The budget stage's choices recorded on the parent run ([] when it ran none)."""
+    import json
+
+    from analysis.store import downloaded, open_existing
+    if parent is None or "budgets" not in parent.tags:
+        return []
+    try:
+        with downloaded(open_existing(uri), parent.run_id, BUDGETS_FILE) as path:
+            return list(json.loads(path.read_text()).get("choices", []))
+    except FileNotFoundError:
+        return []
+
+
+def mark_budget_unconverged(cells: pd.DataFrame, choices: list[dict]) -> pd.DataFrame:
+    """Cells whose recipe (method, arm) the budget stage found still improving at its largest
+    budget (`converged: false` in budgets.json) are marked ‡ too: doubling that budget still
+    gained on validation, whatever a run's own late gain says."""
+    if cells.empty or "unconverged" not in cells:
+        return cells
+    cells = cells.copy()
+    for c in choices:
+        if c.get("converged", True):
+            continue
+        arm = c.get("arm")
+        block = cells["source"].str.endswith(f"{ARM_SEPARATOR}{arm}") if arm else \
+            ~cells["source"].str.contains(ARM_SEPARATOR, regex=False)
+        hit = block & (cells["method"] == c["method"]) & (cells["volume"] == str(c["volume"]))
+        cells.loc[hit, "unconverged"] = True
+    return cells
 
 
 def paper_value(method: str, option: str, data: pd.DataFrame) -> float | None:

@@ -41,3 +41,15 @@ def test_a_study_without_arms_draws_no_arm_curves(tmp_path):
                 history=[{"val_auc": 0.6}])
     build_report(uri, "plain", tmp_path / "out", formats=("md", "png"))
     assert not (tmp_path / "out" / "curves_arms.png").exists()
+
+
+def test_a_recipe_the_budget_stage_found_still_improving_is_marked_in_its_arm_only():
+    from analysis.report import mark_budget_unconverged
+    cells = pd.DataFrame({"source": ["s · flip", "s · fm", "s · fm", "s"], "method": ["kd", "kd", "vt", "kd"],
+                          "volume": ["100"] * 4, "unconverged": [False] * 4})
+    choices = [{"method": "kd", "arm": "fm", "volume": 100, "converged": False, "steps": 1200},
+               {"method": "kd", "arm": "flip", "volume": 100, "converged": True, "steps": 600}]
+    marked = mark_budget_unconverged(cells, choices)
+    assert marked["unconverged"].tolist() == [False, True, False, False]
+    plain = mark_budget_unconverged(cells, [{"method": "kd", "volume": 100, "converged": False}])
+    assert plain["unconverged"].tolist() == [False, False, False, True]  # no arm: the study without arms
