@@ -72,11 +72,14 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
         summary = runner.run()
     except UserError as exc:
         fail(exc)
-    except OSError as exc:  # a full disk under the study's own files (lease, logs, snapshots, checkpoints)
-        from study.tracking import disk_full, disk_full_error
-        if not disk_full(exc):
-            raise
-        fail(disk_full_error(str(exc.filename or workdir), exc))
+    except Exception as exc:  # a full disk under the study's own files, or an error it caused further down
+        from study.tracking import disk_full, disk_full_error, low_space
+        if disk_full(exc):
+            fail(disk_full_error(str(getattr(exc, "filename", None) or workdir), exc))
+        if low_space(workdir):  # e.g. a store left half-written by the full disk: the cause is the disk
+            fail(disk_full_error(str(workdir), f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                                 f" with {low_space(workdir) // 1024} KB left"))
+        raise
     except (StudyInterrupted, KeyboardInterrupt):
         click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
                    f"  {resume_command(path, workdir, overrides, address)}", err=True)

@@ -92,6 +92,19 @@ def disk_full(error: BaseException | str | None) -> bool:
     return isinstance(error, str) and any(t in error for t in ENOSPC_TEXTS)
 
 
+LOW_SPACE_BYTES = 4 * 1024 * 1024  # less than this free under the workdir: whatever failed, the disk is the cause
+
+
+def low_space(path) -> int:
+    """The bytes free on the disk of `path` when they are fewer than LOW_SPACE_BYTES, else 0."""
+    import shutil
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return 0
+    return max(free, 1) if free < LOW_SPACE_BYTES else 0
+
+
 def disk_full_error(where: str, error: BaseException | str, storage: str | None = None) -> DiskFull:
     text = error if isinstance(error, str) else _short(error)
     path = ENOSPC_PATH.search(text)

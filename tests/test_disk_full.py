@@ -35,7 +35,20 @@ def small_disk(tmp_path):
     try:
         yield where
     finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
+        _unmount(where)
+        assert not os.path.ismount(where), f"{where} is still mounted"
+
+
+def _unmount(where: Path) -> None:
+    """Unmount what the fixture mounted: the study's processes may hold a file there a few
+    seconds after its driver exits, so try for a while, then detach it lazily (the kernel frees
+    it when the last file closes) rather than leave it mounted."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
+            return
+        time.sleep(1)
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def _run(config: Path, work: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -92,3 +92,36 @@ def test_study_run_prints_the_network_filesystem_warning_first(tmp_path, monkeyp
     with pytest.raises(UserError, match="stopped after the warning"):
         runner._run()
     assert echoed == [f"warning: {runner.cfg.tracking_uri} is on nfs4"]
+
+
+def test_an_error_while_the_disk_is_full_is_exit_2_naming_the_disk(tmp_path, monkeypatch):
+    """`study run` ends with exit 2 and the disk named when a full disk caused the error: ENOSPC in
+    it, SQLite's "database or disk is full", or any error while the workdir's disk has less than
+    LOW_SPACE_BYTES left (a store half-written by the full disk fails in ways of its own)."""
+    import errno
+
+    import yaml
+
+    import study.runner as runner_module
+    import study.tracking as tracking
+    from study.cli import main
+    from study.tracking import disk_full
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device")) and disk_full("database or disk is full")
+    assert not disk_full(RuntimeError("boom")) and not disk_full(None)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "n", "data": {"kind": "synthetic", "root": str(tmp_path / "d"), "image_size": 32},
+        "teachers": [{"name": "r", "arch": "test_resnet"}],
+        "students": {"pairs": ["r->test_resnet"], "methods": ["kd"], "volumes": [10]}, "grid": {"hparams": "paper"}}))
+
+    def broken(self):
+        raise RuntimeError("a store the full disk left half-written")
+
+    monkeypatch.setattr(runner_module.StudyRunner, "run", broken)
+    monkeypatch.setattr(tracking, "low_space", lambda path: 2048)
+    result = CliRunner().invoke(main, ["run", str(config), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 2 and "no space left on the disk of" in result.output
+    assert "RuntimeError: a store the full disk left half-written with 2 KB left" in result.output
+    monkeypatch.setattr(tracking, "low_space", lambda path: 0)  # plenty of space: not the disk's doing
+    result = CliRunner().invoke(main, ["run", str(config), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
