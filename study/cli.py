@@ -72,6 +72,10 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
         summary = runner.run()
     except UserError as exc:
         fail(exc)
+    except (StudyInterrupted, KeyboardInterrupt):  # before the handler of any other error below
+        click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
+                   f"  {resume_command(path, workdir, overrides, address)}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a full disk under the study's own files, or an error it caused further down
         from study.tracking import disk_full, disk_full_error, low_space
         if disk_full(exc):
@@ -80,10 +84,6 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
             fail(disk_full_error(str(workdir), f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                                  f" with {low_space(workdir) // 1024} KB left"))
         raise
-    except (StudyInterrupted, KeyboardInterrupt):
-        click.echo(f"\nstudy interrupted; finished trials are kept. Resume with:\n"
-                   f"  {resume_command(path, workdir, overrides, address)}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     print_summary(cfg, summary, workdir, click.echo)
     if summary.errors:
         click.echo(f"{summary.errors} trial(s) FAILED: their runs in MLflow hold the error "
