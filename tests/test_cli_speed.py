@@ -149,21 +149,14 @@ def test_study_plan_of_every_shipped_config_imports_nothing_heavy_and_costs_a_fe
     """`study plan` reads, checks and plans a config with neither torch nor Ray: every shipped
     config (real datasets' roots pointed at an empty folder) plans, exit 0, importing none of
     the heavy packages; its time is a few interpreter starts (a ratio, not an absolute time)."""
-    from test_study_config import SHIPPED
+    from test_study_config import SHIPPED, shipped_raw
 
     from trainables.model_names import timm_models
     timm_models()  # timm's model list, cached as any first validation caches it
     paths = []
     for shipped in SHIPPED:
-        raw = yaml.safe_load(shipped.read_text())
-        for data in [raw["data"], *raw.get("evaluate", {}).get("datasets", [])]:
-            if data["kind"] != "synthetic":
-                data["root"] = str(tmp_path)
-            if "json" in data:
-                data["json"] = str(tmp_path / Path(data["json"]).name)
-                Path(data["json"]).write_text("{}")
         path = tmp_path / shipped.name
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        path.write_text(yaml.safe_dump(shipped_raw(shipped, tmp_path), sort_keys=False))
         paths.append(path)
         rc, heavy, stderr = imported_after(["plan", str(path), "--workdir", str(tmp_path / "w")])
         assert rc == 0 and heavy == [], (shipped.name, rc, heavy, stderr)

@@ -38,8 +38,8 @@ def test_shipped_configs_are_the_expected_set():
                                           "celebdf_ensemble_table3", "ablation_k", "data_efficiency"}
 
 
-def shipped_config(path: Path, tmp_path: Path):
-    """A shipped config, parsed; real datasets are not here: their root is an empty folder."""
+def shipped_raw(path: Path, tmp_path: Path) -> dict:
+    """A shipped config's YAML; real datasets are not here: their root is an empty folder."""
     raw = yaml.safe_load(path.read_text())
     for data in [raw["data"], *raw.get("evaluate", {}).get("datasets", [])]:
         if data["kind"] != "synthetic":
@@ -47,7 +47,12 @@ def shipped_config(path: Path, tmp_path: Path):
         if "json" in data:
             data["json"] = str(tmp_path / Path(data["json"]).name)
             Path(data["json"]).write_text("{}")
-    return parse_config(raw, str(path), tmp_path)
+    return raw
+
+
+def shipped_config(path: Path, tmp_path: Path):
+    """A shipped config, parsed (`shipped_raw`)."""
+    return parse_config(shipped_raw(path, tmp_path), str(path), tmp_path)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
