@@ -406,8 +406,7 @@ class MLflowTrialCallback(tune.Callback):
                 self._apply(*self._pending[0])
             except Exception as exc:
                 if disk_full(exc):  # SQLite's "database or disk is full": no wait brings the space back
-                    raise disk_full_error(sqlite_path(self.uri) and str(sqlite_path(self.uri)) or self.uri, exc) \
-                        from exc
+                    raise disk_full_error(str(sqlite_path(self.uri) or self.uri), exc) from exc
                 if not transient(exc):
                     raise
                 if not self._outage.down:
