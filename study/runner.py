@@ -35,7 +35,7 @@ from study.plan import (
     STAGES, Budgets, Cell, ablation_cells, budget_cells, budget_recipes, given_teachers, grid_cells, sweep_cells,
     teacher_cells,
 )
-from study.lease import StudyLease
+from study.lease import FILE as LEASE_FILE, StudyLease
 from study.quiet import library_logs, log_path, reattach
 from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
 from study.tracking import MLflowTrialCallback, Tracking
@@ -344,7 +344,7 @@ class StudyRunner:
                 budgets = None
                 if self.cfg.students.auto_budget and set(stages) - {"teachers"}:
                     budgets = self.budgets(teachers, train="budget" in stages)
-                if "sweep" in stages and self.cfg.grid.hparams != "from_run":
+                if "sweep" in stages and self.cfg.sweep.spaces and self.cfg.grid.hparams != "from_run":
                     self.sweep(teachers, budgets)
                 chosen = self.chosen_hparams() if ("grid" in stages or "ablations" in stages) else {}
                 self.summary.chosen = dict(chosen)

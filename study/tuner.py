@@ -13,6 +13,7 @@ from ray import tune
 from ray.tune.search import SearchGenerator, Searcher
 
 from study.progress import Heartbeat, StageProgress
+from study.ray_state import StateKeeper, repair
 from trainables.errors import UserError
 from trainables.tune import train_trial
 
@@ -28,14 +29,18 @@ def make_tuner(name: str, storage: str, param_space: dict[str, Any], resources: 
             max_concurrent_trials=max_concurrent, reuse_actors=True,
             trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=list(callbacks),
+            name=name, storage_path=storage, callbacks=[*callbacks, StateKeeper(f"{storage.rstrip('/')}/{name}")],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose))
 
 
-def restored_tuner(path: str, resources: dict[str, float]) -> tune.Tuner | None:
+def restored_tuner(path: str, resources: dict[str, float], echo=print) -> tune.Tuner | None:
     """The Tuner saved at `path` (a stage of an interrupted study), its unfinished and errored
-    trials to be resumed; None when there is none."""
+    trials to be resumed; None when there is none. A damaged state file (a full disk) is
+    replaced by the stage's last good copy first (`study.ray_state`), and `echo` says so."""
+    note = repair(path)
+    if note:
+        echo(f"note: {note}")
     if not tune.Tuner.can_restore(path):
         return None
     check_search_state(path)

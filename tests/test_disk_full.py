@@ -86,6 +86,7 @@ def test_a_full_disk_stops_the_study_with_exit_2_and_resume_finishes_it(small_di
     assert seconds < 90, f"the full disk took {seconds:.0f} s to stop the study"
     assert "no space left on the disk of" in done.stderr and "--resume" in done.stderr
     assert "Traceback" not in out and "Logging error" not in out
+    assert "[sweep]" not in done.stdout  # nothing swept: no sweep stage (an empty one once broke its resume)
 
     filler.unlink()  # space freed: the study finishes, nothing run twice
     done, _ = _run(config, small_disk, "--resume")

@@ -55,6 +55,15 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(tmp_path, syn
         steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")]
         assert sorted(set(steps)) == [0, 1, 2, 3]
 
+    # Ray's saved state cut short (as a full disk leaves it): resumed from the stage's last good copy
+    state = sorted(grid.glob("experiment_state-*.json"))[-1]
+    state.write_bytes(state.read_bytes()[:100])
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert f"{state.name}): resumed from its last good copy" in again.stdout
+    final = trial_runs(work, "killed")
+    assert len(final) == 4 and set(final["status"]) == {"FINISHED"} and final["tags.trial_id"].is_unique
+
 
 def test_sixteen_concurrent_trials_one_sqlite_store(tmp_path, synthetic_root):
     work = tmp_path / "w"
@@ -62,6 +71,7 @@ def test_sixteen_concurrent_trials_one_sqlite_store(tmp_path, synthetic_root):
     done = subprocess.run([sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "[sweep]" not in done.stdout and not (work / "ray" / "many" / "sweep").exists()  # nothing swept: no stage
     runs = trial_runs(work, "many")
     assert len(runs) == 16 and set(runs["status"]) == {"FINISHED"}
     client = mlflow.MlflowClient()
