@@ -53,6 +53,7 @@ class StudyLease:
         self.study, self.status_command, self.clock = study, status_command, clock
         self.token = uuid.uuid4().hex
         self.note = ""  # what acquiring it did, when worth saying (a stale lease taken over)
+        self._made: list[Path] = []  # the folders `acquire` created, deepest first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,6 +87,7 @@ class StudyLease:
 
     # --- holding ----------------------------------------------------------------------------
     def acquire(self, resume: bool) -> None:
+        self._made = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -148,6 +150,11 @@ class StudyLease:
         lease = self.read()
         if lease is not None and lease.get("token") == self.token:
             self.path.unlink(missing_ok=True)
+            for folder in self._made:  # a driver refused by its checks leaves no folder behind
+                try:
+                    folder.rmdir()
+                except OSError:  # the study wrote something there: it stays
+                    break
 
     def __enter__(self) -> "StudyLease":
         def run() -> None:

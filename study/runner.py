@@ -258,6 +258,15 @@ def trial_resources(res: Resources) -> dict[str, float]:
     return out
 
 
+def has_stage_folders(storage: str) -> bool:
+    """Whether Ray's storage of the study holds anything of a stage (the driver's lease alone,
+    which `study run` takes before its checks, is not a result)."""
+    if "://" in storage:
+        return False  # remote: the parent run in MLflow tells
+    folder = Path(storage)
+    return folder.is_dir() and any(not p.name.startswith(LEASE_FILE) for p in folder.iterdir())
+
+
 class StudyRunner:
     def __init__(self, cfg: StudyConfig, opts: RunOptions, echo: Callable[[str], None] = print):
         self.cfg, self.opts, self.echo = cfg, opts, echo
@@ -278,7 +287,7 @@ class StudyRunner:
             check_address(self.opts.address)
         self.tracking.check_reachable()
         parent = self.tracking.parent_run()
-        exists = parent is not None or Path(self.storage).exists()
+        exists = parent is not None or has_stage_folders(self.storage)
         if exists and self.opts.retrain_teachers:
             raise UserError(
                 f"study {self.cfg.name!r} already has results, distilled from its current teachers: retrain "
@@ -322,11 +331,14 @@ class StudyRunner:
         warning = network_store_warning(self.cfg.tracking_uri)
         if warning:
             self.echo(f"warning: {warning}")
-        self.check()
+        # the lease before anything reads or creates the store: of two drivers started together on a
+        # new study, one creates the SQLite store and the other exits 2 naming it (not a collision)
+        self.lease.check_free()
         self.lease.acquire(resume=self.opts.resume or self.opts.stage is not None)
         if self.lease.note:
             self.echo(f"note: {self.lease.note}")
         with self.lease:
+            self.check()
             return self._stages()
 
     def _stages(self) -> StudySummary:
@@ -574,7 +586,7 @@ class StudyRunner:
         resources = trial_resources(resources or self.cfg.resources)
         path = f"{self.storage}/{name}"
         t0 = time.perf_counter()
-        tuner = restored_tuner(path, resources)
+        tuner = restored_tuner(path, resources, self.echo)
         if tuner is not None:
             self.echo(f"[{name}] resuming from {path}")
         else:

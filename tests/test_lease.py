@@ -94,3 +94,60 @@ def test_of_two_drivers_started_together_exactly_one_holds_the_lease(tmp_path):
     for p in procs:
         p.join(timeout=60)
     assert sorted(results.get(timeout=5) for _ in procs) == ["held", "refused"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_real_drivers_started_together_one_runs_the_other_exits_2_naming_it(tmp_path, synthetic_root):
+    """Two `study run` processes on one new study, started at once: one creates the store and runs
+    it; the other exits 2 within seconds, naming the first's pid, with nothing written by it; a
+    `--resume` beside the live driver is refused the same way."""
+    from studies import grid_study, kill_tree, trial_runs
+
+    work = tmp_path / "w"
+    cfg = grid_study(tmp_path, synthetic_root, "pair", seeds=(0,), epochs=1, steps=400, volume=10,
+                     resources={"cpu": 1})
+    cmd = [sys.executable, "-m", "study.cli", "run", str(cfg), "--workdir", str(work), "--quiet"]
+    t0 = time.monotonic()
+    drivers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True) for _ in range(2)]
+    try:
+        loser = None
+        while loser is None and time.monotonic() - t0 < 120:
+            loser = next((d for d in drivers if d.poll() is not None), None)
+            time.sleep(0.1)
+        assert loser is not None, "neither driver was refused"
+        refused_after = time.monotonic() - t0
+        winner = drivers[1 - drivers.index(loser)]
+        out, err = loser.communicate()
+        assert loser.returncode == 2, out[-2000:] + err[-2000:]
+        assert f"is being run by another driver: pid {winner.pid} on" in err
+        assert f"study status --workdir {work} --study pair" in err
+        assert refused_after < 60, f"the second driver took {refused_after:.0f} s to be refused"
+
+        resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+        assert winner.poll() is None, "the first driver ended before the --resume beside it was tried"
+        assert resumed.returncode == 2 and f"pid {winner.pid} on" in resumed.stderr, resumed.stderr[-2000:]
+
+        out, err = winner.communicate(timeout=400)
+        assert winner.returncode == 0, out[-2000:] + err[-2000:]
+    finally:
+        for d in drivers:
+            if d.poll() is None:
+                kill_tree(d.pid)
+    runs = trial_runs(work, "pair")
+    assert len(runs) == 1 and set(runs["status"]) == {"FINISHED"}  # one driver's trial, recorded once
+    assert not (work / "ray" / "pair" / FILE).exists()  # the winner gave its lease back
+
+
+def test_a_released_lease_leaves_no_folder_it_made(tmp_path):
+    lease = StudyLease(tmp_path / "work" / "ray" / "s", "s")
+    lease.acquire(resume=False)
+    assert (tmp_path / "work" / "ray" / "s" / FILE).exists()
+    lease.release()  # refused by a later check: the workdir is as it was
+    assert list(tmp_path.iterdir()) == []
+    kept = StudyLease(tmp_path / "ray" / "s", "s")
+    kept.acquire(resume=False)
+    (tmp_path / "ray" / "s" / "grid").mkdir()  # the study wrote a stage: its folders stay
+    kept.release()
+    assert (tmp_path / "ray" / "s" / "grid").is_dir() and not (tmp_path / "ray" / "s" / FILE).exists()
