@@ -26,7 +26,6 @@ from trainables.errors import UserError
 from trainables.record import FULL
 
 SELECT_BY = "val_acc"
-MODEL_NAME = "model"  # the runs' logged model (study/logged_model.py)
 COLUMNS = ["name", "version", "run_id", "seed", SELECT_BY, "status", "note"]
 
 
@@ -151,11 +150,11 @@ def _quote(name: str) -> str:
 
 
 def _logged_models(client, experiment_id: str) -> dict[str, str]:
-    """run id -> model id of its READY logged model `model` (the newest)."""
+    """run id -> model id of its READY logged model (the newest; a run's model is named after its
+    cell, study/logged_model.py, or `model` in studies recorded before)."""
     found, token = {}, None
     while True:
-        page = client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'",
-                                           page_token=token)
+        page = client.search_logged_models([experiment_id], page_token=token)
         for m in sorted(page, key=lambda m: m.creation_timestamp):
             if m.source_run_id and str(m.status).endswith("READY"):
                 found[m.source_run_id] = m.model_id

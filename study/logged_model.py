@@ -1,5 +1,7 @@
 """The driver's half of a trial's MLflow model: the folder the trial exported into its final
-checkpoint (trainables/serving.py) becomes the run's logged model `model`, and the trial's
+checkpoint (trainables/serving.py) becomes the run's logged model, named after the run's cell
+(`model_name`: `<study>-<run name>`, unique within a study, so the Models page tells them
+apart), and the trial's
 dataset records become the run's inputs. Called by the tracking callback when a trial whose
 model the study keeps completes (study/tracking.py), after it logged the raw `model/model.pt`.
 A grid trial exports no MLflow model: `ensure_logged_model` makes it from `model/model.pt`
@@ -9,8 +11,9 @@ What `mlflow.<flavour>.log_model` does, minus what costs seconds a trial (export
 inferring requirements, validating the serving example in a subprocess-free but slow way):
 create the LoggedModel with the run as its source, declare it the run's output, write the run
 and model ids into the MLmodel, upload the folder, mark it READY. So the UI's Models and
-Dataset columns fill, and `runs:/<run id>/model` and `models:/<model id>` load with
-`mlflow.pyfunc.load_model`.
+Dataset columns fill, and `runs:/<run id>/<model name>` and `models:/<model id>` load with
+`mlflow.pyfunc.load_model` (`study export --run` prints both). A run's model is found by its
+source run, whatever its name: runs recorded when every model was named `model` still resolve.
 
 Written to be replayed: the callback retries a write the server may recover from (a
 transient error propagates), and a replay finds the model it made before instead of making a
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,7 +37,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from trainables.errors import UserError
 from trainables.serving import DATASETS_FILE, EXPORT_ERROR_FILE, META_FILE, MODEL_DIR, WEIGHTS_FILE
 
-NAME = "model"  # the logged model's name: `runs:/<run id>/model`
+NAME = "model"  # the run's artifact folder of raw weights (`model/model.pt`) and metadata
 DATASET_KEYS = ("name", "digest", "source_type", "source", "schema", "profile")
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,8 @@ def log_flavour_model(client: MlflowClient, run_id: str, checkpoint_dir: Path) -
                     "its model/model.pt is logged", run_id, exc.__class__.__name__, str(exc)[:300])
 
 
-def ensure_logged_model(client: MlflowClient, run_id: str, name: str = NAME) -> str:
-    """The id of run `run_id`'s READY logged model `name`, exported now from the run's
+def ensure_logged_model(client: MlflowClient, run_id: str) -> str:
+    """The id of run `run_id`'s READY logged model, exported now from the run's
     `model/model.pt` when it has none yet (grid trials leave the export to the first use:
     trainables/tune.py). The metadata come from the run's `model/model_meta.json`, else (runs
     recorded before it was kept) from its params `arch` and `image_size`. A UserError names the
@@ -69,7 +73,7 @@ def ensure_logged_model(client: MlflowClient, run_id: str, name: str = NAME) -> 
     from trainables.serving import model_metadata, save_mlflow_model
 
     run = client.get_run(run_id)
-    model = logged_model_of(client, run_id, run.info.experiment_id, name)
+    model = logged_model_of(client, run_id, run.info.experiment_id)
     if model is not None and str(model.status) == str(LoggedModelStatus.READY):
         return model.model_id
     params, tags = run.data.params, run.data.tags
@@ -89,15 +93,24 @@ def ensure_logged_model(client: MlflowClient, run_id: str, name: str = NAME) -> 
         raise UserError(f"run {run_id} ({run.info.run_name!r}) kept no model ({NAME}/{WEIGHTS_FILE}): only "
                         "teacher and grid runs keep theirs; give one of those") from None
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_mlflow_model(detector, Path(tmp) / name, int(meta["image_size"]), meta)
-        return log_model_dir(client, run_id, folder, name)
+        folder = save_mlflow_model(detector, Path(tmp) / "model", int(meta["image_size"]), meta)
+        return log_model_dir(client, run_id, folder)
 
 
-def logged_model_of(client: MlflowClient, run_id: str, experiment_id: str, name: str = NAME):
-    """The run's logged model `name` (the newest, READY before PENDING), or None."""
+def model_name(run) -> str:
+    """The logged model's name: the study and the run's name (`quickstart-ckd-100-img-seed-1-…`),
+    in the characters MLflow allows in one (no `/ : . %` or quotes)."""
+    study = run.data.tags.get("study", "")
+    slug = re.sub(r"[^A-Za-z0-9_=+\-]+", "-", f"{study} {run.info.run_name or run.info.run_id}").strip("-")
+    return re.sub(r"-{2,}", "-", slug)[:200] or NAME
+
+
+def logged_model_of(client: MlflowClient, run_id: str, experiment_id: str):
+    """The run's logged model, whatever its name (the newest, READY before PENDING), or None."""
     found, token = [], None
     while True:
-        page = client.search_logged_models([experiment_id], filter_string=f"name = '{name}'", page_token=token)
+        page = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                           page_token=token)
         found += [m for m in page if m.source_run_id == run_id]
         token = page.token
         if not token:
@@ -107,10 +120,11 @@ def logged_model_of(client: MlflowClient, run_id: str, experiment_id: str, name:
     return max(found, key=lambda m: (str(m.status) == str(LoggedModelStatus.READY), m.creation_timestamp))
 
 
-def log_model_dir(client: MlflowClient, run_id: str, folder: Path, name: str = NAME) -> str:
-    """Log the MLflow model `folder` as run `run_id`'s logged model `name`; its model id."""
+def log_model_dir(client: MlflowClient, run_id: str, folder: Path) -> str:
+    """Log the MLflow model `folder` as run `run_id`'s logged model (`model_name`); its model id."""
     run = client.get_run(run_id)
-    model = logged_model_of(client, run_id, run.info.experiment_id, name)
+    name = model_name(run)
+    model = logged_model_of(client, run_id, run.info.experiment_id)
     if model is not None and str(model.status) == str(LoggedModelStatus.READY):
         return model.model_id  # logged before (a replayed write)
     if model is None:
@@ -132,8 +146,7 @@ def log_model_dir(client: MlflowClient, run_id: str, folder: Path, name: str = N
     return model.model_id
 
 
-# the run tags a logged model carries, so that the Models page tells a study's models apart (they
-# are all named `model`: `runs:/<run id>/model` resolves by that name)
+# the run tags a logged model carries, so that the Models page can filter and compare a study's models
 MODEL_TAGS = ("study", "stage", "cell", "method", "volume", "seed", "draw", "arm", "pair", "source", "teacher_name")
 # the run's final metrics linked to its logged model (MLflow 3 shows them on the model's page)
 MODEL_METRICS = ("test_", "val_", "cross_")

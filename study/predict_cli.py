@@ -4,7 +4,6 @@ Registered in study/cli.py (`main.add_command(predict)`).
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -16,23 +15,23 @@ from trainables.errors import UserError
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 MAX_LISTED = 10
-RUN_REF = re.compile(r"(?:runs:/)?([0-9a-f]{32})(?:/model/?)?")  # a run id, or runs:/<run id>/model
 
 
 def export_if_needed(client, model_ref: str) -> None:
     """A grid run's MLflow model is made on first use (study.logged_model): make it now when
-    `model_ref` names a run (its id or runs:/<id>/model) that has none. An unknown run is left to
-    `fetch_model`, which names it."""
+    `model_ref` names a run (its id or runs:/<id>/<model name>) that has none. An unknown run is
+    left to `fetch_model`, which names it."""
     from study.logged_model import ensure_logged_model
+    from trainables.inputs import run_of_ref
 
-    found = RUN_REF.fullmatch(model_ref)
-    if found is None:
+    run_id = run_of_ref(model_ref)
+    if run_id is None:
         return
     try:
-        client.get_run(found.group(1))
+        client.get_run(run_id)
     except Exception:  # noqa: BLE001  (no such run: fetch_model says so)
         return
-    ensure_logged_model(client, found.group(1))
+    ensure_logged_model(client, run_id)
 
 
 @click.command("predict")
@@ -114,8 +113,8 @@ def predict(workdir: Path, tracking_uri, model_ref: str, images, videos, out: Pa
 @uri_option
 @click.option("--run", "run_id", required=True, help="A teacher or grid run's id.")
 def export(workdir: Path, tracking_uri, run_id: str) -> None:
-    """Make a run's MLflow model `model` (grid runs export theirs on first use) and print its URIs,
-    e.g. for `mlflow models serve -m runs:/<run id>/model`."""
+    """Make a run's MLflow model (grid runs export theirs on first use) and print its URIs,
+    e.g. for `mlflow models serve -m runs:/<run id>/<model name>`."""
     from analysis.store import open_existing, tracking_uri as resolve_uri
     from study.logged_model import ensure_logged_model
 
@@ -127,7 +126,8 @@ def export(workdir: Path, tracking_uri, run_id: str) -> None:
             raise UserError(f"--run {run_id}: no run with this id in this store: check --workdir / "
                             "--tracking-uri") from None
         model_id = ensure_logged_model(client, run_id)
+        name = client.get_logged_model(model_id).name
     except UserError as exc:
         fail(exc)
-    click.echo(f"runs:/{run_id}/model")
+    click.echo(f"runs:/{run_id}/{name}")
     click.echo(f"models:/{model_id}")

@@ -134,10 +134,11 @@ def test_videos_cut_faces_as_extract_does(model_dir, tmp_path):
 
 
 def test_predict_exports_a_runs_model_only_for_run_references():
-    from study.predict_cli import RUN_REF
+    from trainables.inputs import run_of_ref
 
     rid = "0123456789abcdef0123456789abcdef"
-    for ref in (rid, f"runs:/{rid}/model", f"runs:/{rid}/model/"):
-        assert RUN_REF.fullmatch(ref).group(1) == rid, ref
-    for ref in ("models:/name/1", f"models:/{rid}", f"runs:/{rid}/other", "0123"):
-        assert RUN_REF.fullmatch(ref) is None, ref
+    # a run id, its logged model by name (per cell, or `model` in older studies)
+    for ref in (rid, f"runs:/{rid}/model", f"runs:/{rid}/model/", f"runs:/{rid}/quickstart-kd-100-img-seed-1"):
+        assert run_of_ref(ref) == rid, ref
+    for ref in ("models:/name/1", f"models:/{rid}", f"runs:/{rid}/model/MLmodel", "0123"):
+        assert run_of_ref(ref) is None, ref

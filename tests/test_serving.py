@@ -210,17 +210,19 @@ def test_driver_logs_the_model_folder_and_datasets(saved, synthetic_root, tmp_pa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("s")
-    run = client.create_run(exp).info.run_id
+    run = client.create_run(exp, run_name="kd · 10 img · seed 1").info.run_id
     client.log_artifact(run, str(checkpoint / "model.pt"), "model")  # what the callback logs first
     client.log_metric(run, "test_acc", 0.75, step=5)
     client.log_metric(run, "val_auc", 0.8, step=5)
     client.log_metric(run, "train_loss", 0.3, step=5)  # not the model's: training
-    for key, value in {"cell": "synthetic/r->test_resnet/kd/10/1", "method": "kd", "stage": "grid"}.items():
+    for key, value in {"cell": "synthetic/r->test_resnet/kd/10/1", "method": "kd", "stage": "grid",
+                       "study": "s"}.items():
         client.set_tag(run, key, value)
     for _ in range(2):  # a replayed write makes nothing twice
         log_flavour_model(client, run, checkpoint)
     models = client.search_logged_models([exp])
-    assert len(models) == 1 and models[0].name == "model" and models[0].source_run_id == run
+    # named after the study and the run (MLflow refuses `.`, `/`, `:` in a model's name)
+    assert len(models) == 1 and models[0].name == "s-kd-10-img-seed-1" and models[0].source_run_id == run
     # the model page tells it apart (its run's cell) and shows the run's final metrics
     model = client.get_logged_model(models[0].model_id)
     assert model.tags["cell"] == "synthetic/r->test_resnet/kd/10/1" and model.tags["method"] == "kd"
@@ -237,7 +239,7 @@ def test_driver_logs_the_model_folder_and_datasets(saved, synthetic_root, tmp_pa
     assert json.loads(inputs["training"].profile)["num_rows"] == 10
     mlflow.set_tracking_uri(uri)
     try:
-        pyfunc = mlflow.pyfunc.load_model(f"runs:/{run}/model")
+        pyfunc = mlflow.pyfunc.load_model(f"runs:/{run}/s-kd-10-img-seed-1")
         assert pyfunc.metadata.metadata["kind"] == KIND
         np.testing.assert_allclose(pyfunc.predict(images(2).numpy()),
                                    load_mlflow_model(saved).predict(images(2)), rtol=0, atol=1e-6)
@@ -365,7 +367,9 @@ def test_trials_log_models_and_datasets_and_pyfunc_equals_the_engine(study):
     exported = grid[0].info.run_id  # made by `study export`; `study report --register` makes the others
     result = CliRunner().invoke(main, ["export", "--workdir", str(study["work"]), "--run", exported],
                                 catch_exceptions=False)
-    assert result.exit_code == 0 and f"runs:/{exported}/model" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    exported_name = logged_model_of(client, exported, study["exp"]).name
+    assert f"runs:/{exported}/{exported_name}" in result.output
     mlflow.set_tracking_uri(study["uri"])
     try:
         for run in runs:
@@ -380,7 +384,9 @@ def test_trials_log_models_and_datasets_and_pyfunc_equals_the_engine(study):
             assert set(inputs) == {"training", "validation", "test"}
             assert inputs["test"].digest == run.data.tags["test_rows"]
             assert inputs["validation"].digest == run.data.tags["val_rows"]
-            pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+            what = "teacher" if run.data.tags["stage"] == "teachers" else run.data.tags["method"]
+            assert model.name.startswith(f"{run.data.tags['study']}-{what}-"), model.name
+            pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{model.name}")
             assert pyfunc.metadata.metadata["image_size"] == SIZE
             want = engine_probs(study["uri"], run.info.run_id, batch)
             np.testing.assert_allclose(pyfunc.predict(batch.numpy()), want, rtol=0, atol=1e-5)
@@ -423,6 +429,8 @@ def test_report_registers_the_best_seed_of_each_cell(study, tmp_path):
         assert v.source == f"models:/{logged_model_of(client, best.info.run_id, study['exp']).model_id}"
     assert "## Model Registry" in (tmp_path / "r" / "report.md").read_text()
     assert len(pd.read_csv(tmp_path / "r" / "registered.csv")) == 2
+    names = [m.name for m in client.search_logged_models([study["exp"]])]  # per cell: told apart by name
+    assert len(names) >= 3 and len(set(names)) == len(names), names
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0 and again.output.count("updated:") == 2, again.output
     assert len(client.search_model_versions(f"name = '{STUDY}-synthetic-test_resnet-kd-10'")) == 1
@@ -482,11 +490,12 @@ def test_mlflow_models_serve(study):
     from trainables.data.images import load_images
 
     run = next(r for r in study["runs"] if r.data.tags["stage"] == "teachers").info.run_id
+    name = logged_model_of(MlflowClient(study["uri"]), run, study["exp"]).name
     port = free_port()
     # the server runs `uvicorn` by name: the virtualenv's bin folder must be on PATH (as when it is activated)
     env = {**os.environ, "MLFLOW_TRACKING_URI": study["uri"],
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run}/model",
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run}/{name}",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

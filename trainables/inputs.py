@@ -14,15 +14,26 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
+# a run: its id, or runs:/<run id>/<model name> (what `study export` prints; `runs:/<id>/model` of older studies)
+RUN_REF = re.compile(r"(?:runs:/)?([0-9a-f]{32})(?:/[^/]+/?)?")
+
+
+def run_of_ref(model: str) -> str | None:
+    """The run id `model` names as a run (see `RUN_REF`), else None."""
+    found = RUN_REF.fullmatch(model)
+    return found.group(1) if found else None
+
+
 def model_ref_kind(model: str) -> str:
-    """"folder", "run" (a run id) or "uri" (runs:/…, models:/…); a UserError for anything else."""
+    """"folder", "run" (a run id, or runs:/<run id>/<name>: its logged model, found by its source
+    run) or "uri" (models:/…, other runs:/ paths); a UserError for anything else."""
     if Path(model).is_dir():
         return "folder"
-    if re.fullmatch(r"[0-9a-f]{32}", model):
+    if run_of_ref(model):
         return "run"
     if model.startswith(("runs:/", "models:/")):
         return "uri"
-    raise UserError(f"--model {model!r}: give a run id, runs:/<run id>/model, models:/<name>/<version> "
+    raise UserError(f"--model {model!r}: give a run id, runs:/<run id>/<model name>, models:/<name>/<version> "
                     "or a local MLflow model folder")
 
 

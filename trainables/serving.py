@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from trainables.device import IMAGENET_MEAN, IMAGENET_STD
 from trainables.errors import UserError
-from trainables.inputs import model_ref_kind  # noqa: F401  (re-exported: fetch_model's check)
+from trainables.inputs import model_ref_kind, run_of_ref  # noqa: F401  (model_ref_kind re-exported: fetch_model's check)
 from trainables.models import Detector
 
 MODEL_DIR = "mlflow_model"  # the MLflow model folder in a trial's final checkpoint
@@ -329,8 +329,9 @@ def trial_datasets(spec, source: str) -> list[dict[str, str]]:
 
 
 def fetch_model(model: str, tracking_uri: str) -> LoadedModel:
-    """`model`: a run id (its logged model `model`), `runs:/<id>/<path>`, `models:/<name>/<version>`
-    (or `models:/<name>@<alias>`, `models:/<model id>`), or a local MLflow model folder."""
+    """`model`: a run id or `runs:/<id>/<model name>` (the run's logged model, found by its source
+    run), `models:/<name>/<version>` (or `models:/<name>@<alias>`, `models:/<model id>`), another
+    `runs:/` path, or a local MLflow model folder."""
     from mlflow.tracking import MlflowClient
 
     kind = model_ref_kind(model)
@@ -339,13 +340,13 @@ def fetch_model(model: str, tracking_uri: str) -> LoadedModel:
     uri = model
     if kind == "run":
         client = MlflowClient(tracking_uri)
+        run_id = run_of_ref(model)
         try:
-            run = client.get_run(model)
+            run = client.get_run(run_id)
         except Exception:
             raise UserError(f"--model {model}: no run with this id at tracking URI {tracking_uri}: check "
                             "--workdir / --tracking-uri") from None
-        page = client.search_logged_models([run.info.experiment_id], filter_string="name = 'model'")
-        mine = [m for m in page if m.source_run_id == model]
+        mine = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
         if not mine:
             raise UserError(f"--model {model}: run {run.info.run_name!r} has no MLflow model (only teacher and "
                             "grid runs of studies run by this version have one; older runs keep model/model.pt only)")
