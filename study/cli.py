@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -130,8 +131,18 @@ def ui(workdir: Path, tracking_uri, host: str, port: int) -> None:
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     click.echo(" ".join(argv))
     for e in experiments:  # MLflow 3 opens on its GenAI pages: the runs list of each study is here
-        click.echo(f"study {e.name}: http://{host}:{port}/#/experiments/{e.experiment_id}/runs")
+        click.echo(f"study {e.name}: {runs_page(host, port, e.experiment_id)}")
     os.execv(argv[0], argv)  # an argument list, never a shell string
+
+
+def runs_page(host: str, port: int, experiment_id: str) -> str:
+    """The address of a study's runs list in MLflow 3's UI, in its model-training view
+    (`workflowType`, which otherwise starts on GenAI pages) and sorted by run name: a sort
+    other than by time lists every run unfolded (the UI folds children under their parent
+    only when sorted by time), and a cell's seeds sit together since names lead with it."""
+    query = urllib.parse.urlencode({"workflowType": "machine_learning", "orderByKey": "tags.`mlflow.runName`",
+                                    "orderByAsc": "true"})
+    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?{query}"
 
 
 @main.group()

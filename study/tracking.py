@@ -196,7 +196,7 @@ class Tracking:
         """Create the DB and experiment once, in the driver, before any trial starts."""
         if self._experiment_id is None:
             self._experiment_id = self.existing_experiment() or self.client.create_experiment(
-                self.study, artifact_location=artifact_root(self.uri))
+                self.study, artifact_location=artifact_root(self.uri), tags=EXPERIMENT_TAGS)
         return self._experiment_id
 
     def parent_run(self) -> Any | None:
@@ -526,6 +526,11 @@ class MLflowTrialCallback(tune.Callback):
             (Path(d) / "error.txt").write_text(message)
             self.client.log_artifact(run_id, str(Path(d) / "error.txt"))
         self.client.set_terminated(run_id, "FAILED")
+
+
+# MLflow 3's UI shows an experiment of this kind as model training (runs, metrics, models), not
+# as GenAI development (traces, evaluations): the kind its experiment-type selector sets
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def run_name(tags: RunTags, trial_id: str = "") -> str:

@@ -55,7 +55,17 @@ def test_ui_binds_loopback_and_passes_an_argument_list(monkeypatch, tmp_path):
     assert prog == sys.executable and argv[:3] == [sys.executable, "-m", "mlflow"]
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert argv[argv.index("--backend-store-uri") + 1] == uri
-    assert f"study demo: http://127.0.0.1:5000/#/experiments/{exp}/runs" in result.output
+    # the runs list in the model-training view, every run unfolded (sorted by name, not time)
+    page = f"study demo: http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning&"
+    assert page + "orderByKey=tags.%60mlflow.runName%60&orderByAsc=true" in result.output, result.output
+
+
+def test_a_studys_experiment_is_of_mlflow_3s_model_training_kind(tmp_path):
+    from study.tracking import Tracking
+
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "demo")
+    exp = tracking.client.get_experiment(tracking.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_ui_on_a_workdir_without_a_store_exits_2_creating_nothing(monkeypatch, tmp_path):
