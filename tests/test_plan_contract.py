@@ -77,6 +77,15 @@ def test_run_names_are_unique_within_a_study_and_lead_with_what_varies(path, tmp
     assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1][:3]
     first = {n.split(" · ")[0] for n in names}
     assert all(f.split()[0] in {"teacher", "sweep", "budget", "ablation", *cfg.students.methods} for f in first)
+    # a run's logged model is named after it: unique too, in the characters MLflow takes in a model name
+    from types import SimpleNamespace
+
+    from study.logged_model import model_name
+
+    models = [model_name(SimpleNamespace(data=SimpleNamespace(tags={"study": cfg.name}),
+                                         info=SimpleNamespace(run_name=n, run_id="r"))) for n in names]
+    assert len(models) == len(set(models)), [m for m in models if models.count(m) > 1][:3]
+    assert not any(c in m for m in models for c in "/:.%\"'") and all(m.startswith(f"{cfg.name}-") for m in models)
 
 
 def test_config_hash_counts_what_is_trained_not_how(tmp_path):
