@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from trainables.errors import UserError
+from trainables.quiet_downloads import no_download_bars
 
 if TYPE_CHECKING:  # mlflow is imported where a store is opened: validating a config needs only default_uri
     from mlflow.tracking import MlflowClient
@@ -251,24 +252,15 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
 @contextmanager
 def downloaded(client: MlflowClient, run_id: str, artifact: str) -> Iterator[Path]:
     """A run's artifact in a temporary folder (no progress bar); FileNotFoundError if it has none."""
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(quiet)
-    os.environ[quiet] = "false"
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            try:
-                path = Path(client.download_artifacts(run_id, artifact, d))
-            except Exception:
-                old = moved_from(client.tracking_uri) if hasattr(client, "tracking_uri") else None
-                if old is not None:
-                    db = sqlite_path(client.tracking_uri).resolve()
-                    raise MovedStore(f"run {run_id}'s artifact {artifact} was recorded under {old}, which no longer "
-                                     f"exists: the study folder moved to {db.parent}. Rewrite the store's paths with "
-                                     f"`study relocate --workdir {db.parent} {old}`") from None
-                raise FileNotFoundError(f"run {run_id} has no artifact {artifact}") from None
-            yield path
-    finally:
-        if before is None:
-            os.environ.pop(quiet, None)
-        else:
-            os.environ[quiet] = before
+    with no_download_bars(), tempfile.TemporaryDirectory() as d:
+        try:
+            path = Path(client.download_artifacts(run_id, artifact, d))
+        except Exception:
+            old = moved_from(client.tracking_uri) if hasattr(client, "tracking_uri") else None
+            if old is not None:
+                db = sqlite_path(client.tracking_uri).resolve()
+                raise MovedStore(f"run {run_id}'s artifact {artifact} was recorded under {old}, which no longer "
+                                 f"exists: the study folder moved to {db.parent}. Rewrite the store's paths with "
+                                 f"`study relocate --workdir {db.parent} {old}`") from None
+            raise FileNotFoundError(f"run {run_id} has no artifact {artifact}") from None
+        yield path

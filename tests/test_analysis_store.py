@@ -275,3 +275,18 @@ def test_a_damaged_store_is_exit_2_naming_the_file_and_its_latest_snapshot(tmp_p
         result = CliRunner().invoke(main, argv)
         assert result.exit_code == 2, result.output
         assert f"the MLflow store {db} is damaged" in result.output and f"cp {snap} {db}" in result.output
+
+
+@pytest.mark.parametrize("before", [None, "true"])
+def test_downloads_show_no_progress_bar_and_the_setting_is_put_back(monkeypatch, before):
+    from trainables.quiet_downloads import PROGRESS_BAR_ENV, no_download_bars
+
+    if before is None:
+        monkeypatch.delenv(PROGRESS_BAR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PROGRESS_BAR_ENV, before)
+    with pytest.raises(RuntimeError):
+        with no_download_bars():
+            assert os.environ[PROGRESS_BAR_ENV] == "false"
+            raise RuntimeError("a failed download")
+    assert os.environ.get(PROGRESS_BAR_ENV) == before

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from trainables.device import IMAGENET_MEAN, IMAGENET_STD
 from trainables.errors import UserError
+from trainables.quiet_downloads import no_download_bars
 from trainables.inputs import model_ref_kind, run_of_ref  # noqa: F401  (model_ref_kind re-exported: fetch_model's check)
 from trainables.models import Detector
 
@@ -351,16 +352,8 @@ def fetch_model(model: str, tracking_uri: str) -> LoadedModel:
             raise UserError(f"--model {model}: run {run.info.run_name!r} has no MLflow model (only teacher and "
                             "grid runs of studies run by this version have one; older runs keep model/model.pt only)")
         uri = f"models:/{max(mine, key=lambda m: m.creation_timestamp).model_id}"
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # no download bars on a user's terminal
-    before = os.environ.get(quiet)
-    os.environ[quiet] = "false"
-    try:
+    with no_download_bars():  # no download bars on a user's terminal
         return _download_and_load(model, uri, tracking_uri)
-    finally:
-        if before is None:
-            os.environ.pop(quiet, None)
-        else:
-            os.environ[quiet] = before
 
 
 def _download_and_load(model: str, uri: str, tracking_uri: str) -> LoadedModel:
