@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = STAGES
 # the parent run's tags (all strings)
 PLANNED_TAG = "progress.planned."  # + stage: trials that stage runs in all, set when it starts
+REUSED_TAG = "progress.reused."  # + stage: earlier runs it reuses instead of training (teachers)
 HEARTBEAT_TAG = "progress.heartbeat"  # unix seconds, updated by the driver while it runs
 DRIVER_TAG = "progress.driver"  # host:pid of the driver
 RESUME_TAG = "progress.resume"  # the command that continues the study
@@ -266,6 +267,11 @@ def record_driver(client, run_id: str, resume: str, metric: str) -> None:
     """On (re)start of the driver: who runs the study, how to resume it, its sweep metric."""
     _set_tags(client, run_id, {DRIVER_TAG: f"{socket.gethostname()}:{os.getpid()}", RESUME_TAG: resume,
                                METRIC_TAG: metric, HEARTBEAT_TAG: f"{time.time():.0f}"})
+
+
+def record_reused(client, run_id: str, stage: str, reused: int) -> None:
+    """How many of `stage`'s trials are earlier runs reused (a teacher trained by another study)."""
+    _set_tags(client, run_id, {REUSED_TAG + stage: str(int(reused))})
 
 
 def record_planned(client, run_id: str, stage: str, planned: int) -> None:

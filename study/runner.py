@@ -37,7 +37,9 @@ from study.plan import (
 )
 from study.lease import FILE as LEASE_FILE, StudyLease
 from study.quiet import library_logs, log_path, reattach
-from study.progress import Heartbeat, StageProgress, record_driver, record_planned, resume_command
+from study.progress import (
+    Heartbeat, StageProgress, record_driver, record_planned, record_reused, resume_command,
+)
 from study.tracking import MLflowTrialCallback, Tracking
 from study.tuner import ProgressCallback, make_tuner, ray_tables, restored_tuner
 from trainables.data.subsets import balanced_split, balanced_subset
@@ -405,6 +407,8 @@ class StudyRunner:
             missing = [c.tags.cell for c in todo]
             raise UserError(f"teachers {missing} have no finished run yet: run `--stage teachers` first")
         stage = StageSummary("teachers", reused=reused)
+        if reused:  # `study status` says so, instead of a stage that never started
+            record_reused(self.tracking.client, self._parent, "teachers", reused)
         if todo:
             record_planned(self.tracking.client, self._parent, "teachers", len(todo))
             results = self._fit("teachers", {"cell": tune.grid_search([c.config() for c in todo])}, stage,

@@ -21,7 +21,8 @@ import click
 from study.config import OPTIONAL_STAGES
 from study.exits import fail
 from study.progress import (
-    DRIVER_TAG, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, METRIC_TAG, PLANNED_TAG, RESUME_TAG, STAGE_ORDER, fmt_duration,
+    DRIVER_TAG, HEARTBEAT_EVERY_S, HEARTBEAT_TAG, METRIC_TAG, PLANNED_TAG, RESUME_TAG, REUSED_TAG, STAGE_ORDER,
+    fmt_duration,
 )
 from study.report_cli import uri_option, workdir_option
 from trainables.errors import UserError
@@ -38,6 +39,7 @@ class StageStatus:
     running: int = 0
     failed: int = 0
     killed: int = 0  # interrupted (Ctrl+C), continued by --resume
+    reused: int = 0  # earlier runs the stage reuses instead of training (teachers of another study)
     first_start_ms: int | None = None
     last_end_ms: int | None = None
     best: float | None = None
@@ -147,6 +149,9 @@ def stage_statuses(parent_tags: Mapping[str, str], runs: list, metric: str) -> l
         if key.startswith(PLANNED_TAG) and value.isdigit():
             name = key[len(PLANNED_TAG):]
             stages.setdefault(name, StageStatus(name)).planned = int(value)
+        if key.startswith(REUSED_TAG) and value.isdigit():
+            name = key[len(REUSED_TAG):]
+            stages.setdefault(name, StageStatus(name)).reused = int(value)
     for run in latest_per_trial(runs):
         tags, info = run.data.tags, run.info
         st = stages.setdefault(tags.get("stage", "?"), StageStatus(tags.get("stage", "?")))
@@ -226,14 +231,16 @@ def render(ss: StudyStatus, now: float) -> list[str]:
     for st in ss.stages:
         if st.stage in OPTIONAL_STAGES and not st.seen and st.planned is None:
             continue  # a stage this study does not have (budget: only with min_steps: auto)
+        reused = f"{st.reused} reused from an earlier run" if st.reused else ""
         if not st.seen and not st.planned:
-            lines.append(f"  {st.stage:<10} " + ("nothing to run" if st.planned == 0 else
+            lines.append(f"  {st.stage:<10} " + (f"{reused} (nothing to train)" if reused else
+                                                 "nothing to run" if st.planned == 0 else
                                                  "not started" if ss.status == "RUNNING" else "not run"))
             continue
         planned = "?" if st.planned is None else str(st.planned)
         mark = "!" if gone and st.running else " "
         best = _best_text(st) + (f"  ({st.best_cell})" if st.best is not None else "")
-        extra = f"   {st.killed} interrupted" if st.killed else ""
+        extra = (f"   {st.killed} interrupted" if st.killed else "") + (f"   {reused}" if reused else "")
         elapsed = fmt_duration(st.elapsed_s(now)) if st.first_start_ms else "-"
         lines.append(f"  {st.stage:<10} {st.done:>5} {st.running:>7}{mark}{st.failed:>7} {planned:>8} "
                      f"{elapsed:>8}  {best}{extra}")

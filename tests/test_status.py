@@ -113,6 +113,23 @@ def test_status_counts_each_stage_from_the_runs_and_the_parent_tags(store):
     assert "resume with" not in text
 
 
+def test_a_stage_of_reused_teachers_says_so_not_that_it_never_started(store):
+    """A study whose teachers all come from an earlier study trains none: its parent run records
+    how many it reused (study.progress.record_reused), and the status shows that count."""
+    from study.progress import REUSED_TAG, record_reused
+
+    work, uri, client = store
+    exp = make_study(client, "s", planned={"sweep": 6}, trials=[t for t in TRIALS if t[0] == "sweep"])
+    parent = client.search_runs([exp], "tags.kind = 'parent'")[0].info.run_id
+    record_reused(client, parent, "teachers", 2)
+    assert client.get_run(parent).data.tags[REUSED_TAG + "teachers"] == "2"
+    ss = read_status(client, uri, "s", exp, now=NOW, host="here")
+    teachers = next(st for st in ss.stages if st.stage == "teachers")
+    assert (teachers.reused, teachers.seen, teachers.planned) == (2, 0, None)
+    line = next(line for line in render(ss, NOW) if line.strip().startswith("teachers"))
+    assert "2 reused from an earlier run (nothing to train)" in line and "not started" not in line
+
+
 @pytest.mark.parametrize("status,tags,alive,state,words", [
     ("KILLED", {}, True, "gone", "ended KILLED"),
     ("FAILED", {}, True, "gone", "ended FAILED"),

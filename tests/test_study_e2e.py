@@ -126,6 +126,9 @@ def test_study_run_records_every_stage_and_reuses_teachers(tmp_path, synthetic_r
     assert refused.returncode == 2 and "retrain them in a new study" in refused.stderr
     kids2 = children(runs(work, "e2e-vt"))
     assert set(kids2["tags.stage"]) == {"grid"}
+    status = subprocess.run([sys.executable, "-m", "study.cli", "status", "--workdir", str(work), "--study", "e2e-vt"],
+                            capture_output=True, text=True, timeout=120)  # the teacher stage says it reused one
+    assert status.returncode == 0 and "1 reused from an earlier run (nothing to train)" in status.stdout, status.stdout
     assert kids2["params.teacher_checkpoints"].iloc[0] == teacher["tags.checkpoint_path"].iloc[0]
 
 
