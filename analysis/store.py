@@ -10,8 +10,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from trainables.env import no_download_bars
 from trainables.errors import UserError
-from trainables.quiet_downloads import no_download_bars
 
 if TYPE_CHECKING:  # mlflow is imported where a store is opened: validating a config needs only default_uri
     from mlflow.tracking import MlflowClient

@@ -4,7 +4,6 @@ id, one checkpoint kept, retries from the last checkpoint. When Ray's API moves,
 file moves."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -14,6 +13,7 @@ from ray.tune.search import SearchGenerator, Searcher
 
 from study.progress import Heartbeat, StageProgress
 from study.ray_state import StateKeeper, repair
+from trainables.env import temporary_env
 from trainables.errors import UserError
 from trainables.tune import train_trial
 
@@ -76,15 +76,8 @@ def ray_tables(show: bool) -> Iterator[None]:
     if show:
         yield
         return
-    before = os.environ.get(NEW_OUTPUT_ENV)
-    os.environ[NEW_OUTPUT_ENV] = "0"
-    try:
+    with temporary_env(NEW_OUTPUT_ENV, "0"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(NEW_OUTPUT_ENV, None)
-        else:
-            os.environ[NEW_OUTPUT_ENV] = before
 
 
 class ProgressCallback(tune.Callback):

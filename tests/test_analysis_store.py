@@ -279,7 +279,7 @@ def test_a_damaged_store_is_exit_2_naming_the_file_and_its_latest_snapshot(tmp_p
 
 @pytest.mark.parametrize("before", [None, "true"])
 def test_downloads_show_no_progress_bar_and_the_setting_is_put_back(monkeypatch, before):
-    from trainables.quiet_downloads import PROGRESS_BAR_ENV, no_download_bars
+    from trainables.env import PROGRESS_BAR_ENV, no_download_bars
 
     if before is None:
         monkeypatch.delenv(PROGRESS_BAR_ENV, raising=False)

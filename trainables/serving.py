@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from trainables.device import IMAGENET_MEAN, IMAGENET_STD
+from trainables.env import no_download_bars
 from trainables.errors import UserError
-from trainables.quiet_downloads import no_download_bars
 from trainables.inputs import model_ref_kind, run_of_ref  # noqa: F401  (model_ref_kind re-exported: fetch_model's check)
 from trainables.models import Detector
 
