@@ -81,9 +81,10 @@ def run(config: str, workdir: Path, address, resume: bool, stage, max_concurrent
         from study.tracking import disk_full, disk_full_error, low_space
         if disk_full(exc):
             fail(disk_full_error(str(getattr(exc, "filename", None) or workdir), exc))
-        if low_space(workdir):  # e.g. a store left half-written by the full disk: the cause is the disk
-            fail(disk_full_error(str(workdir), f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                                 f" with {low_space(workdir) // 1024} KB left"))
+        left = low_space(workdir)
+        if left:  # e.g. a store left half-written by the full disk: the cause is the disk
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            fail(disk_full_error(str(workdir), f"{exc.__class__.__name__}: {first} with {left // 1024} KB left"))
         raise
     print_summary(cfg, summary, workdir, click.echo)
     if summary.errors:

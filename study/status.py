@@ -146,12 +146,10 @@ def stage_statuses(parent_tags: Mapping[str, str], runs: list, metric: str) -> l
     """Per stage (study.plan's order, then any other stage tag) the counts of its trial runs."""
     stages: dict[str, StageStatus] = {s: StageStatus(s) for s in STAGE_ORDER}
     for key, value in parent_tags.items():
-        if key.startswith(PLANNED_TAG) and value.isdigit():
-            name = key[len(PLANNED_TAG):]
-            stages.setdefault(name, StageStatus(name)).planned = int(value)
-        if key.startswith(REUSED_TAG) and value.isdigit():
-            name = key[len(REUSED_TAG):]
-            stages.setdefault(name, StageStatus(name)).reused = int(value)
+        for prefix, count in ((PLANNED_TAG, "planned"), (REUSED_TAG, "reused")):
+            if key.startswith(prefix) and value.isdigit():
+                name = key[len(prefix):]
+                setattr(stages.setdefault(name, StageStatus(name)), count, int(value))
     for run in latest_per_trial(runs):
         tags, info = run.data.tags, run.info
         st = stages.setdefault(tags.get("stage", "?"), StageStatus(tags.get("stage", "?")))
